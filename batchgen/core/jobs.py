@@ -1,0 +1,112 @@
+"""Jobs: what one generation request is, how it is keyed, and the states it moves through."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+KEY_LENGTH = 16
+
+
+class JobStatus(StrEnum):
+    """Where a job stands. The order of the comments is the order of a happy life."""
+
+    PENDING = "pending"  # planned; nothing has been sent for it
+    SUBMITTING = "submitting"  # intent committed, enqueue POST may have reached the server: reconcile first
+    UNKNOWN = "unknown"  # an enqueue whose outcome could not be decided; the user chooses (resume --resubmit-unknown)
+    QUEUED = "queued"  # enqueued, generation_id known, not yet running remotely
+    PROCESSING = "processing"  # running remotely
+    DOWNLOADING = "downloading"  # remote succeeded (paid for); the file is not on disk yet
+    SUCCEEDED = "succeeded"  # remote succeeded and the file is on disk (or downloads are off)
+    FAILED = "failed"  # remote or permanent client-side failure; see error / error_class
+    CANCELLED = "cancelled"  # cancelled by the user (batchgen cancel) or remotely
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def is_in_flight(self) -> bool:
+        """A generation exists (or may exist) remotely and is not finished for us."""
+        return self in IN_FLIGHT
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+IN_FLIGHT = frozenset({JobStatus.SUBMITTING, JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.DOWNLOADING})
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: the same value always gives the same text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def job_key(model: str, params: Mapping[str, Any], repeat: int) -> str:
+    """The stable identity of a job: the same model, final parameters and repeat index give the same key,
+    whatever the order of keys in the manifest."""
+    text = canonical_json({"model": model, "params": dict(params), "repeat": repeat})
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:KEY_LENGTH]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One planned generation: exactly what will be sent (model + params) and where it came from."""
+
+    model: str
+    params: Mapping[str, Any]  # the request body minus `model`: prompt and every model parameter
+    repeat: int = 0  # sample index among identical requests, 0-based
+    variables: Mapping[str, Any] = field(default_factory=dict)  # template variables, kept as result columns
+    origin: str = ""  # file:line of the manifest entry that produced the job
+    key: str = ""  # derived from model, params and repeat when left empty
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", job_key(self.model, self.params, self.repeat))
+
+    @property
+    def prompt(self) -> str:
+        value = self.params.get("prompt", "")
+        return value if isinstance(value, str) else canonical_json(value)
+
+    def request_body(self) -> dict[str, Any]:
+        """The JSON body for POST /api/ai/queue (one generation)."""
+        return {"model": self.model, **dict(self.params)}
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job as it stands in the store: the value export, report and status work from.
+
+    Times are timezone-aware UTC datetimes (or None); cost is USD as a float (None when unknown).
+    """
+
+    job_key: str
+    run: str
+    model: str
+    params: Mapping[str, Any]
+    variables: Mapping[str, Any]
+    repeat: int
+    status: JobStatus
+    generation_id: str | None = None
+    result_url: str | None = None
+    output_path: str | None = None  # as stored: relative to the run's output directory's parent when possible
+    sha256: str | None = None
+    bytes: int | None = None
+    estimated_cost: float | None = None
+    cost: float | None = None
+    error: str | None = None
+    error_class: str | None = None
+    attempts: int = 0
+    intent_at: Any = None  # datetime | None
+    enqueued_at: Any = None
+    started_at: Any = None
+    completed_at: Any = None
+    media_type: str = "video"  # 'video' or 'image'
+
+    @property
+    def prompt(self) -> str:
+        value = self.params.get("prompt", "")
+        return value if isinstance(value, str) else canonical_json(value)

@@ -1,0 +1,1 @@
+"""The I/O edge: the API client, the event listener, the state store, downloads and the runner."""
