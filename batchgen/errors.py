@@ -11,6 +11,7 @@
         ├── AuthError             401: the key is missing or refused -> exit 3
         ├── RateLimitedError      429 (retry_after seconds when the server said so)
         ├── ServerError           5xx, malformed bodies: transient, retried
+        │   └── EnqueueUnknownError   an enqueue whose reply was lost: it may have created generations
         ├── InsufficientCreditsError  the account is out of money: stop submitting
         └── RequestRejectedError  other 4xx: permanent for this request, never retried
 
@@ -89,6 +90,10 @@ class RateLimitedError(ApiError):
 
 class ServerError(ApiError):
     """A transient failure on the server's side (5xx, malformed or truncated replies)."""
+
+
+class EnqueueUnknownError(ServerError):
+    """The enqueue request may have reached the server, but no usable reply came back: reconcile, never resend."""
 
 
 class InsufficientCreditsError(ApiError):

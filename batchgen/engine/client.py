@@ -1,0 +1,330 @@
+"""The Oxen API client: one httpx.AsyncClient, typed errors, bounded retries for what is safe to retry.
+
+Only idempotent requests (GETs, DELETE) are retried here. An enqueue is never resent blindly: when its outcome
+is unknown the client says so (EnqueueUnknownError) and the runner reconciles against the queue listing.
+The Bearer key is sent only to the API's own origin, never to a result URL on another host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urljoin, urlsplit
+
+import anyio
+import anyio.to_thread
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity.wait import wait_base
+
+from batchgen.core.remote import (
+    RemoteGeneration,
+    error_kind,
+    error_text,
+    parse_enqueue_reply,
+    parse_generation,
+    parse_json,
+)
+from batchgen.errors import (
+    ApiError,
+    ApiUnreachableError,
+    AuthError,
+    EnqueueUnknownError,
+    InsufficientCreditsError,
+    RateLimitedError,
+    RequestRejectedError,
+    ServerError,
+)
+
+T = TypeVar("T")
+USER_AGENT = "batchgen/0.1"
+MEDIA_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"\x1aE\xdf\xa3")  # png, jpeg, gif, webp, webm
+RETRYABLE = (ServerError, RateLimitedError, ApiUnreachableError)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How idempotent requests are retried: bounded attempts, jittered exponential waits, Retry-After honoured."""
+
+    attempts: int = 5
+    initial: float = 0.5
+    maximum: float = 30.0
+
+
+class _WaitHonouringRetryAfter(wait_base):
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.fallback = wait_exponential_jitter(initial=policy.initial, max=policy.maximum)
+        self.maximum = policy.maximum
+
+    def __call__(self, retry_state: Any) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+            return float(min(exc.retry_after, max(self.maximum, 1.0) * 10))
+        return float(self.fallback(retry_state))
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    a, b = urlsplit(url), urlsplit(base_url)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+
+
+class OxenClient:
+    """Typed access to the endpoints batchgen uses."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self.retry = retry or RetryPolicy()
+        self.http = httpx.AsyncClient(
+            transport=transport,
+            timeout=timeout or httpx.Timeout(60.0, connect=15.0),
+            headers={"User-Agent": USER_AGENT},
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            follow_redirects=False,
+        )
+        self.requests_sent = 0
+
+    async def __aenter__(self) -> OxenClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+
+    def auth_headers(self, url: str) -> dict[str, str]:
+        """The Authorization header for `url`: only when it is the API's own origin."""
+        if self._api_key and same_origin(url, self.base_url):
+            return {"Authorization": f"Bearer {self._api_key}"}
+        return {}
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    # ---- plumbing --------------------------------------------------------------------------------------
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        url = self.url(path)
+        self.requests_sent += 1
+        try:
+            return await self.http.request(method, url, headers=self.auth_headers(url), **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise ApiUnreachableError(f"cannot reach {self.base_url}: {exc or type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise ServerError(f"{method} {path}: connection failed mid-request ({type(exc).__name__})") from exc
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=_WaitHonouringRetryAfter(self.retry),
+            retry=retry_if_exception_type(RETRYABLE),
+            reraise=True,
+        ):
+            with attempt:
+                return await call()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _get_json(self, path: str, params: dict[str, str] | None = None, *, allow_404: bool = False) -> Any:
+        async def once() -> Any:
+            response = await self._send("GET", path, params=params)
+            if allow_404 and response.status_code == 404:
+                return None
+            return _json_or_raise(response, f"GET {path}")
+
+        return await self._retrying(once)
+
+    # ---- endpoints -------------------------------------------------------------------------------------
+
+    async def check_access(self) -> None:
+        """Fail fast (AuthError / ApiUnreachableError) before anything is enqueued."""
+        await self._get_json("/api/ai/queue")
+
+    async def enqueue(self, body: dict[str, Any]) -> list[str]:
+        """POST /api/ai/queue once. Definite refusals raise their error; an unknown outcome raises
+        EnqueueUnknownError (the generations may exist); success returns the generation ids in order."""
+        try:
+            response = await self._send("POST", "/api/ai/queue", json=body)
+        except ServerError as exc:
+            raise EnqueueUnknownError(f"enqueue reply lost: {exc}") from exc
+        if response.status_code >= 500:
+            raise EnqueueUnknownError(f"enqueue answered HTTP {response.status_code}; it may still have been created")
+        data = _json_or_raise(response, "POST /api/ai/queue")
+        ids = parse_enqueue_reply(data)
+        expected = int(body.get("num_generations", 1) or 1)
+        if len(ids) != expected:
+            detail = error_text(data)
+            if not ids and detail:
+                raise RequestRejectedError(f"enqueue refused: {detail}", status=response.status_code)
+            raise EnqueueUnknownError(f"enqueue reply has {len(ids)} generation ids, expected {expected}")
+        return ids
+
+    async def get_generation(self, generation_id: str) -> RemoteGeneration | None:
+        """GET /api/ai/queue/{id}; None on 404 (unknown id, or finished under the legacy behaviour)."""
+        data = await self._get_json(f"/api/ai/queue/{generation_id}", allow_404=True)
+        return None if data is None else parse_generation(data)
+
+    async def get_generation_details(self, generation_id: str) -> tuple[RemoteGeneration, float | None] | None:
+        """GET /api/ai/generations/{id}: the full row with its cost; None on 404."""
+        data = await self._get_json(f"/api/ai/generations/{generation_id}", allow_404=True)
+        if not isinstance(data, dict):
+            return None
+        row = data.get("generation", data)
+        generation = parse_generation(row)
+        return None if generation is None else (generation, _cost(row))
+
+    async def list_queue(self, *, model: str | None = None, status: str | None = None) -> list[RemoteGeneration]:
+        """GET /api/ai/queue (active rows by default; `status` for terminal ones)."""
+        params = {k: v for k, v in {"model": model, "status": status}.items() if v}
+        data = await self._get_json("/api/ai/queue", params or None)
+        rows = data.get("generations", []) if isinstance(data, dict) else []
+        return [g for g in (parse_generation(r) for r in rows if isinstance(rows, list)) if g is not None]
+
+    async def history_costs(self, *, page: int, page_size: int = 1000) -> tuple[dict[str, float], int]:
+        """One page of GET /api/ai/generations: ({generation_id: cost}, total_pages)."""
+        data = await self._get_json("/api/ai/generations", {"page": str(page), "page_size": str(page_size)})
+        if not isinstance(data, dict):
+            return {}, 0
+        costs: dict[str, float] = {}
+        for row in data.get("generations", []) or []:
+            gen = parse_generation(row)
+            cost = _cost(row)
+            if gen is not None and cost is not None:
+                costs[gen.generation_id] = cost
+        pages = data.get("total_pages")
+        return costs, int(pages) if isinstance(pages, int) else 0
+
+    async def cancel(self, generation_id: str) -> bool:
+        """DELETE /api/ai/queue/{id}; False when the server does not know the id."""
+
+        async def once() -> bool:
+            response = await self._send("DELETE", f"/api/ai/queue/{generation_id}")
+            if response.status_code == 404:
+                return False
+            _json_or_raise(response, "DELETE /api/ai/queue")
+            return True
+
+        return await self._retrying(once)
+
+    async def get_model(self, model_id: str) -> dict[str, Any] | None:
+        data = await self._get_json(f"/api/ai/models/{model_id}", allow_404=True)
+        return data if isinstance(data, dict) else None
+
+    # ---- downloads -------------------------------------------------------------------------------------
+
+    async def download(self, url: str, dest: Path) -> tuple[str, int]:
+        """Stream `url` to `dest` via a temporary file renamed into place; return (sha256, bytes).
+
+        Redirects are followed by hand (at most 5) so the key is re-decided per host. A 403/404/410 raises
+        RequestRejectedError (an expired presigned URL: fall back to result_url); a body cut short, an error page
+        in place of media, 5xx and 429 raise retryable errors.
+        """
+        tmp = dest.with_name(f".{dest.name}.part")
+        for _hop in range(6):
+            self.requests_sent += 1
+            try:
+                async with self.http.stream("GET", url, headers=self.auth_headers(url)) as response:
+                    if response.is_redirect and "location" in response.headers:
+                        url = urljoin(url, response.headers["location"])
+                        continue
+                    if response.status_code >= 400:
+                        await response.aread()
+                        _raise_for(response, "download")
+                    digest, size = await _stream_to(response, tmp)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                raise ApiUnreachableError(f"cannot reach {urlsplit(url).hostname} for a download") from exc
+            except httpx.TransportError as exc:
+                await anyio.Path(tmp).unlink(missing_ok=True)
+                raise ServerError(f"download cut short ({type(exc).__name__})") from exc
+            await anyio.Path(tmp).replace(dest)
+            return digest, size
+        raise ServerError("download: too many redirects")
+
+
+async def _stream_to(response: httpx.Response, tmp: Path) -> tuple[str, int]:
+    declared = response.headers.get("content-length")
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    part = anyio.Path(tmp)
+    try:
+        async with await anyio.open_file(tmp, "wb") as out:
+            async for chunk in response.aiter_bytes():
+                if len(head) < 16:
+                    head += chunk[:16]
+                digest.update(chunk)
+                size += len(chunk)
+                await out.write(chunk)
+            await out.flush()
+            await anyio.to_thread.run_sync(os.fsync, out.wrapped.fileno())
+    except BaseException:
+        await part.unlink(missing_ok=True)
+        raise
+    if declared is not None and declared.isdigit() and int(declared) != size:
+        await part.unlink(missing_ok=True)
+        raise ServerError(f"download cut short: {size} of {declared} bytes")
+    if kind in ("text/html", "application/json") or not _looks_like_media(head):
+        await part.unlink(missing_ok=True)
+        raise ServerError(f"download returned {kind or 'unknown content'} instead of a media file")
+    return digest.hexdigest(), size
+
+
+def _looks_like_media(head: bytes) -> bool:
+    return head[4:8] == b"ftyp" or head.startswith(MEDIA_SIGNATURES)
+
+
+def _cost(row: Any) -> float | None:
+    value = row.get("cost") if isinstance(row, dict) else None
+    try:
+        return None if value is None or isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _json_or_raise(response: httpx.Response, what: str) -> Any:
+    if response.status_code >= 400:
+        _raise_for(response, what)
+    data = parse_json(response.text)
+    if data is None:
+        kind = response.headers.get("content-type", "?")
+        raise ServerError(f"{what}: HTTP {response.status_code} with a body that is not JSON ({kind})")
+    return data
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _raise_for(response: httpx.Response, what: str) -> None:
+    body = parse_json(response.text) if response.text else None
+    detail = error_text(body) or response.reason_phrase or "no detail"
+    status = response.status_code
+    message = f"{what}: HTTP {status}: {detail}"
+    match error_kind(status, body):
+        case "auth":
+            raise AuthError(f"the API refused the key (HTTP {status}: {detail}); check OXEN_API_KEY", status=status)
+        case "rate_limited":
+            raise RateLimitedError(message, status=status, retry_after=_retry_after(response))
+        case "credits":
+            raise InsufficientCreditsError(f"{message}; add credits at oxen.ai, then `batchgen resume`", status=status)
+        case "server":
+            raise ServerError(message, status=status)
+        case _:
+            raise RequestRejectedError(message, status=status)
+
+
+__all__ = ["ApiError", "OxenClient", "RetryPolicy", "same_origin"]

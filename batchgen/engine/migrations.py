@@ -1,0 +1,93 @@
+"""Schema migrations: a plain ordered list of functions, each applied once and recorded.
+
+Never edit a released migration; add the next one. `tables.py` must always equal the result of all of them
+(a test checks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Connection, text
+
+Migration = Callable[[Connection], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_initial(db: Connection) -> None:
+    db.execute(
+        text(
+            """
+            CREATE TABLE runs (
+                id INTEGER PRIMARY KEY,
+                name VARCHAR NOT NULL UNIQUE,
+                manifest_path VARCHAR NOT NULL,
+                manifest_sha256 VARCHAR NOT NULL,
+                base_url VARCHAR NOT NULL,
+                out_dir VARCHAR NOT NULL,
+                settings_json VARCHAR NOT NULL,
+                created_at DATETIME NOT NULL,
+                updated_at DATETIME NOT NULL,
+                owner VARCHAR,
+                heartbeat_at DATETIME
+            )"""
+        )
+    )
+    db.execute(text("CREATE INDEX ix_runs_name ON runs (name)"))
+    db.execute(
+        text(
+            """
+            CREATE TABLE jobs (
+                id INTEGER PRIMARY KEY,
+                run_id INTEGER NOT NULL REFERENCES runs (id),
+                key VARCHAR NOT NULL,
+                model VARCHAR NOT NULL,
+                params_json VARCHAR NOT NULL,
+                variables_json VARCHAR NOT NULL,
+                repeat INTEGER NOT NULL,
+                origin VARCHAR NOT NULL,
+                media_type VARCHAR NOT NULL,
+                status VARCHAR NOT NULL,
+                generation_id VARCHAR,
+                attempts INTEGER NOT NULL,
+                intent_at DATETIME,
+                enqueued_at DATETIME,
+                started_at DATETIME,
+                completed_at DATETIME,
+                result_url VARCHAR,
+                download_url VARCHAR,
+                output_path VARCHAR,
+                sha256 VARCHAR,
+                bytes INTEGER,
+                estimated_cost FLOAT,
+                cost FLOAT,
+                error VARCHAR,
+                error_class VARCHAR,
+                updated_at DATETIME NOT NULL,
+                UNIQUE (run_id, key)
+            )"""
+        )
+    )
+    db.execute(text("CREATE INDEX ix_jobs_run_id ON jobs (run_id)"))
+    db.execute(text("CREATE INDEX ix_jobs_status ON jobs (status)"))
+    db.execute(text("CREATE INDEX ix_jobs_generation_id ON jobs (generation_id)"))
+
+
+def apply_migrations(db: Connection) -> list[str]:
+    """Apply every migration not yet recorded, in order, each in the caller's transaction; return their names."""
+    db.execute(text("CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at DATETIME)"))
+    done = {row[0] for row in db.execute(text("SELECT name FROM schema_migrations"))}
+    applied = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        fn(db)
+        db.execute(text("INSERT INTO schema_migrations (name, applied_at) VALUES (:n, CURRENT_TIMESTAMP)"), {"n": name})
+        applied.append(name)
+    return applied

@@ -1,0 +1,58 @@
+"""The SQLModel tables of the state database. Their DDL history lives in migrations.py."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Field, SQLModel
+
+
+class RunTable(SQLModel, table=True):
+    """One batch: a manifest run against one API, with its settings and its lease."""
+
+    __tablename__ = "runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    manifest_path: str = ""
+    manifest_sha256: str = ""
+    base_url: str = ""
+    out_dir: str = ""
+    settings_json: str = "{}"  # concurrency, budget, download flag: what resume needs without the manifest
+    created_at: datetime
+    updated_at: datetime
+    owner: str | None = None  # "host:pid:token" of the live runner holding the run
+    heartbeat_at: datetime | None = None
+
+
+class JobTable(SQLModel, table=True):
+    """One job of a run, with everything that happened to it."""
+
+    __tablename__ = "jobs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="runs.id", index=True)
+    key: str
+    model: str
+    params_json: str
+    variables_json: str = "{}"
+    repeat: int = 0
+    origin: str = ""
+    media_type: str = "video"
+    status: str = Field(default="pending", index=True)
+    generation_id: str | None = Field(default=None, index=True)
+    attempts: int = 0
+    intent_at: datetime | None = None
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    result_url: str | None = None
+    download_url: str | None = None  # the presigned URL from the event, tried before result_url
+    output_path: str | None = None
+    sha256: str | None = None
+    bytes: int | None = None
+    estimated_cost: float | None = None
+    cost: float | None = None
+    error: str | None = None
+    error_class: str | None = None
+    updated_at: datetime
