@@ -1,0 +1,307 @@
+"""Report: a self-contained HTML contact sheet of a run, laid out like an X/Y/Z plot.
+
+Two axes (template variables, parameters, `model` or `prompt`) span a grid of rows and columns; every other axis
+that varies independently splits the page into sections. Each cell holds its jobs (repeats side by side): the
+video or image, or the error, or the status of a job still under way. Nothing is fetched from the network:
+styles and the small filter script are inline, and media are linked by the hrefs the caller gives (relative to
+the HTML file, see `relative_href`), so the page works straight from disk.
+
+Axes derived from others (a prompt templated from `subject` and `style`) are not made into sections of their
+own; they are shown in each cell's caption instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from batchgen.core.export import cell_text
+from batchgen.core.jobs import JobRow, JobStatus, canonical_json
+from batchgen.core.report_assets import CSS, JS
+from batchgen.errors import BatchgenError
+
+__all__ = ["Layout", "axis_names", "choose_layout", "relative_href", "render_report"]
+
+PSEUDO_AXES = ("model", "prompt")
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+# Defence in depth behind html.escape: only our own style and script run, nothing is fetched but local media.
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'none'; style-src {_sha256(CSS)}; script-src {_sha256(JS)}; "
+    "img-src 'self' file: data:; media-src 'self' file:; base-uri 'none'; form-action 'none'"
+)
+_FAILED = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.UNKNOWN})
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Which axis runs down the rows, which across the columns, and which split the page into sections."""
+
+    rows_axis: str | None
+    cols_axis: str | None
+    section_axes: tuple[str, ...] = ()
+
+
+def axis_value(row: JobRow, name: str) -> Any:
+    """The value of one axis for a job: a parameter wins over a same-named variable, as in the export."""
+    if name == "prompt":
+        return row.prompt
+    if name == "model":
+        return row.model
+    if name in row.params:
+        return row.params[name]
+    return row.variables.get(name)
+
+
+def axis_names(rows: Iterable[JobRow]) -> list[str]:
+    """Every axis a grid can use: variables, then parameters (first-seen order), then `model` and `prompt`."""
+    names: dict[str, None] = {}
+    materialised = list(rows)
+    for row in materialised:
+        names.update(dict.fromkeys(k for k in row.variables if k not in PSEUDO_AXES))
+    for row in materialised:
+        names.update(dict.fromkeys(k for k in row.params if k not in PSEUDO_AXES))
+    return [*names, *PSEUDO_AXES]
+
+
+def _keys(rows: Sequence[JobRow], axes: Sequence[str]) -> list[str]:
+    return [canonical_json([axis_value(row, a) for a in axes]) for row in rows]
+
+
+def _determines(rows: Sequence[JobRow], given: Sequence[str], target: str) -> bool:
+    """True when the values of the `given` axes fix the value of `target` (a functional dependency)."""
+    seen: dict[str, str] = {}
+    for source, value in zip(_keys(rows, given), _keys(rows, [target]), strict=True):
+        if seen.setdefault(source, value) != value:
+            return False
+    return True
+
+
+def _distinct(rows: Sequence[JobRow], axis: str) -> int:
+    return len(set(_keys(rows, [axis])))
+
+
+def choose_layout(rows: Sequence[JobRow], rows_axis: str | None = None, cols_axis: str | None = None) -> Layout:
+    """Pick the grid: the named axes, else the two independent varying axes with the most distinct values
+    (the larger down the rows); every remaining axis not already fixed by the grid becomes a section axis."""
+    names = axis_names(rows)
+    for chosen in (rows_axis, cols_axis):
+        if chosen is not None and chosen not in names:
+            raise BatchgenError(f"no axis named {chosen!r} in this run; choose one of: {', '.join(names)}")
+    varying = [n for n in names if _distinct(rows, n) > 1]
+    independent: list[str] = []
+    for name in varying:  # drop axes that merely rename another (same grouping of jobs)
+        if not any(_determines(rows, [m], name) and _determines(rows, [name], m) for m in independent):
+            independent.append(name)
+    candidates = []
+    for name in independent:  # drop axes derived from two or more others, like a templated prompt
+        parts = [m for m in independent if m != name and _determines(rows, [name], m)]
+        if not (len(parts) >= 2 and _determines(rows, parts, name)):
+            candidates.append(name)
+    ranked = sorted(candidates, key=lambda n: -_distinct(rows, n))
+
+    def unrelated(name: str, other: str | None) -> bool:
+        return other is None or not (_determines(rows, [other], name) or _determines(rows, [name], other))
+
+    if rows_axis is None:
+        rows_axis = next((n for n in ranked if n != cols_axis and unrelated(n, cols_axis)), None)
+    if cols_axis is None:
+        cols_axis = next((n for n in ranked if n != rows_axis and unrelated(n, rows_axis)), None)
+    fixed = [a for a in (rows_axis, cols_axis) if a is not None]
+    sections: list[str] = []
+    for name in candidates:
+        if name not in fixed and not _determines(rows, [*fixed, *sections], name):
+            sections.append(name)
+    return Layout(rows_axis, cols_axis, tuple(sections))
+
+
+def relative_href(target: str | os.PathLike[str], report_dir: str | os.PathLike[str]) -> str:
+    """A URL-encoded href to a file, relative to the directory the HTML report is written to."""
+    relative = os.path.relpath(target, report_dir).replace(os.sep, "/")
+    return quote(relative)  # also turns `a:b.mp4` into `a%3Ab.mp4`, which no browser reads as a URL scheme
+
+
+def _e(value: Any) -> str:
+    return html.escape(value if isinstance(value, str) else cell_text(value), quote=True)
+
+
+def _money(amount: float | None) -> str:
+    return "—" if amount is None else f"${amount:,.2f}"
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    if whole >= 3600:
+        return f"{whole // 3600}h {whole % 3600 // 60:02d}m {whole % 60:02d}s"
+    if whole >= 60:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{seconds:.1f}s"
+
+
+def _times(rows: Sequence[JobRow]) -> list[datetime]:
+    moments = [t for r in rows for t in (r.intent_at, r.enqueued_at, r.started_at, r.completed_at)]
+    return [t for t in moments if isinstance(t, datetime) and t.tzinfo is not None]
+
+
+def _summary(rows: Sequence[JobRow], layout: Layout) -> str:
+    counts = {s: sum(1 for r in rows if r.status == s) for s in JobStatus}
+    costs = [r.cost for r in rows if r.cost is not None]
+    estimates = [r.estimated_cost for r in rows if r.estimated_cost is not None]
+    times = _times(rows)
+    done = all(r.status.is_terminal for r in rows)
+    wall = _duration((max(times) - min(times)).total_seconds()) if times else "—"
+    items = [("jobs", str(len(rows)))]
+    items += [(str(s), str(n)) for s, n in counts.items() if n]
+    items += [
+        ("cost", _money(sum(costs) if costs else None)),
+        ("estimated", _money(sum(estimates) if estimates else None)),
+    ]
+    items.append(("wall time" if done else "wall time so far", wall))
+    grid = [f"rows: {layout.rows_axis or '—'}", f"columns: {layout.cols_axis or '—'}"]
+    if layout.section_axes:
+        grid.append(f"sections: {', '.join(layout.section_axes)}")
+    items.append(("grid", " · ".join(grid)))
+    cells = "".join(f'<div class="stat-{_e(k)}"><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>' for k, v in items)
+    return f'<div class="summary"><dl>{cells}</dl></div>'
+
+
+def _fixed_axes(rows: Sequence[JobRow]) -> str:
+    fixed = [n for n in axis_names(rows) if _distinct(rows, n) == 1]
+    parts = [f"<b>{_e(n)}</b>: {_e(axis_value(rows[0], n))}" for n in fixed]
+    return f'<p class="fixed">same for every job · {" · ".join(parts)}</p>' if parts else ""
+
+
+def _filters(rows: Sequence[JobRow]) -> str:
+    present = [s for s in JobStatus if any(r.status == s for r in rows)]
+    boxes = "".join(
+        f'<label><input type="checkbox" checked data-status="{_e(str(s))}"> {_e(str(s))}</label>' for s in present
+    )
+    return f'<div class="filters">show: {boxes}</div>'
+
+
+def _media(row: JobRow, href: str | None) -> str:
+    status = row.status
+    if status == JobStatus.SUCCEEDED and href:
+        if row.media_type == "image":
+            return f'<img src="{_e(href)}" alt="{_e(row.prompt)}" loading="lazy">'
+        return f'<video controls muted preload="metadata" src="{_e(href)}"></video>'
+    if status in _FAILED:
+        what = row.error_class or str(status)
+        return f'<div class="placeholder failed"><span><b>{_e(what)}</b>{_e(row.error or "")}</span></div>'
+    if status == JobStatus.SUCCEEDED:
+        link = ""
+        if row.result_url and row.result_url.startswith(("https://", "http://")):
+            link = f' · <a href="{_e(row.result_url)}" rel="noreferrer">remote copy</a>'
+        return f'<div class="placeholder">no local file{link}</div>'
+    return f'<div class="placeholder">{_e(str(status))}…</div>'
+
+
+def _figure(row: JobRow, href: str | None) -> str:
+    status = str(row.status)
+    badge = "badge" if row.status.is_terminal else "badge waiting"
+    facts = [f'<span class="{badge}">{_e(status)}</span>', f"#{row.repeat}"]
+    if row.cost is not None:
+        facts.append(_money(row.cost))
+    if isinstance(row.started_at, datetime) and isinstance(row.completed_at, datetime):
+        facts.append(_duration((row.completed_at - row.started_at).total_seconds()))
+    params = {**row.variables, **row.params, "model": row.model, "job_key": row.job_key}
+    details = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in params.items())
+    return (
+        f'<figure class="job st-{_e(status)}" data-key="{_e(row.job_key)}">{_media(row, href)}'
+        f'<figcaption class="cap">{" ".join(facts)}'
+        f'<div class="clamp" title="{_e(row.prompt)}">{_e(row.prompt)}</div>'
+        f"<details><summary>parameters</summary><dl>{details}</dl></details></figcaption></figure>"
+    )
+
+
+def _values(rows: Sequence[JobRow], axis: str | None) -> list[tuple[str, Any]]:
+    """The distinct values of an axis as (grouping key, value), in first-seen order."""
+    if axis is None:
+        return [("", None)]
+    found: dict[str, Any] = {}
+    for row in rows:
+        value = axis_value(row, axis)
+        found.setdefault(canonical_json(value), value)
+    return list(found.items())
+
+
+def _header(value: Any, scope: str) -> str:
+    text = _e(value)
+    return f'<th scope="{scope}"><span class="clamp" title="{text}">{text}</span></th>'
+
+
+def _table(rows: Sequence[JobRow], layout: Layout, cells: dict[tuple[str, ...], list[str]], section: str) -> str:
+    row_values, col_values = _values(rows, layout.rows_axis), _values(rows, layout.cols_axis)
+    out = ['<div class="scroll"><table class="grid">']
+    if layout.cols_axis is not None:
+        corner = f"{layout.rows_axis or ''} ↓ / {layout.cols_axis} →" if layout.rows_axis else f"{layout.cols_axis} →"
+        out.append(f'<thead><tr><th class="corner">{_e(corner)}</th>')
+        out += [_header(v, "col") for _, v in col_values]
+        out.append("</tr></thead>")
+    out.append("<tbody>")
+    for row_key, row_value in row_values:
+        out.append("<tr>")
+        if layout.rows_axis is not None:
+            out.append(_header(row_value, "row"))
+        elif layout.cols_axis is not None:
+            out.append('<th scope="row"></th>')
+        for col_key, _ in col_values:
+            figures = cells.get((section, row_key, col_key))
+            if figures:
+                out.append(f'<td class="cell"><div class="repeats">{"".join(figures)}</div></td>')
+            else:
+                out.append('<td class="cell empty">—</td>')
+        out.append("</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def render_report(
+    rows: Iterable[JobRow],
+    *,
+    title: str,
+    media_href: Callable[[JobRow], str | None],
+    rows_axis: str | None = None,
+    cols_axis: str | None = None,
+) -> str:
+    """The whole report as one HTML document. `media_href(row)` gives the src of a job's file (relative to the
+    report, see `relative_href`) or None when there is none to show. Every piece of text is escaped."""
+    jobs = sorted(rows, key=lambda r: r.repeat)  # stable: keeps matrix order, puts repeats left to right
+    layout = choose_layout(jobs, rows_axis, cols_axis)
+    axis_keys = [layout.rows_axis, layout.cols_axis]
+    cells: dict[tuple[str, ...], list[str]] = {}
+    sections: dict[str, list[JobRow]] = {}
+    for job in jobs:
+        section = canonical_json([axis_value(job, a) for a in layout.section_axes])
+        sections.setdefault(section, []).append(job)
+        row_key, col_key = (canonical_json(axis_value(job, a)) if a else "" for a in axis_keys)
+        cells.setdefault((section, row_key, col_key), []).append(_figure(job, media_href(job)))
+    body = [f"<h1>{_e(title)}</h1>", _summary(jobs, layout) if jobs else "", _fixed_axes(jobs) if jobs else ""]
+    body.append(_filters(jobs))
+    if not jobs:
+        body.append("<p>No jobs in this run yet.</p>")
+    for section, members in sections.items():
+        body.append('<section class="plane">')
+        if layout.section_axes:
+            label = " · ".join(f"{a} = {cell_text(axis_value(members[0], a))}" for a in layout.section_axes)
+            body.append(f"<h2>{_e(label)}</h2>")
+        body.append(_table(jobs, layout, cells, section))
+        body.append("</section>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(CONTENT_SECURITY_POLICY)}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="generator" content="batchgen"><title>{_e(title)}</title><style>{CSS}</style></head>'
+        f"<body>{''.join(body)}<script>{JS}</script></body></html>\n"
+    )
