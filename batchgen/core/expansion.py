@@ -165,15 +165,15 @@ class _Expander:
             params = {name: value for name, value in fields.items() if name not in referenced}
             return params, {name: value for name, value in fields.items() if name in referenced}
         params, variables = {}, {}
-        referenced: set[str] | None = None
+        used_by_templates: set[str] | None = None
         for name, value in fields.items():
             if info.is_param(name):
                 params[name] = value
             elif name in layers[0].values and all(name not in layer.values for layer in layers[1:]):
                 # A default this model does not take: kept only when a template uses it (say, a brand name).
-                if referenced is None:
-                    referenced = _referenced_names(fields)
-                if name in referenced:
+                if used_by_templates is None:
+                    used_by_templates = _referenced_names(fields)
+                if name in used_by_templates:
                     variables[name] = value
             else:
                 variables[name] = value
