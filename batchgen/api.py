@@ -1,0 +1,245 @@
+"""The Python API: `batchgen.run(...)` and `batchgen.resume(...)` for scripts and notebooks.
+
+Both do what the commands of the same names do, return a RunSummary instead of printing, and raise
+BatchgenError subclasses for anything a user can fix. In a notebook (a running event loop) use the `*_async`
+variants with `await`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from batchgen.core.export import write_csv
+from batchgen.core.jobs import JobStatus
+from batchgen.core.progress import Progress
+from batchgen.engine.client import OxenClient, RetryPolicy
+from batchgen.engine.planning import make_plan
+from batchgen.engine.runner import Runner, RunOptions, RunOutcome
+from batchgen.engine.store import NewJob, RunInfo, Store
+from batchgen.errors import OutputError
+
+DEFAULT_BASE_URL = "https://hub.oxen.ai"
+DEFAULT_DB = Path("state") / "batchgen.db"
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """How a run ended: counts per status, where the results are, and the exit code the CLI uses."""
+
+    run: str
+    counts: dict[JobStatus, int]
+    csv_path: Path | None
+    out_dir: Path
+    interrupted: bool
+    stopped_reason: str | None
+    elapsed_s: float
+    requests: int
+    new_jobs: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 0 if set(self.counts) <= {JobStatus.SUCCEEDED} else 1
+
+
+def default_db() -> Path:
+    return Path(os.environ.get("BATCHGEN_DB") or DEFAULT_DB)
+
+
+def state_dir_for(db: Path) -> Path:
+    return Path(os.environ.get("BATCHGEN_STATE_DIR") or db.parent)
+
+
+@contextlib.contextmanager
+def _api_endpoint(
+    base_url: str | None, api_key: str | None, emulate: bool, time_scale: float
+) -> Iterator[tuple[str, str | None]]:
+    if not emulate:
+        yield (
+            (base_url or os.environ.get("BATCHGEN_BASE_URL") or DEFAULT_BASE_URL),
+            (api_key if api_key is not None else os.environ.get("OXEN_API_KEY")),
+        )
+        return
+    from batchgen.emulator import EmulatorConfig, running_emulator
+
+    with running_emulator(EmulatorConfig(time_scale=time_scale)) as emu:
+        yield emu.base_url, emu.api_key
+
+
+def write_results_csv(store: Store, run: RunInfo, out_dir: Path) -> Path:
+    """Write the run's results CSV atomically (temp file + rename) and return its path."""
+    path = out_dir / "results.csv"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".results.", suffix=".csv")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            write_csv(store.job_rows(run.id), out)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from exc
+    return path
+
+
+async def _execute(
+    store: Store,
+    run: RunInfo,
+    *,
+    base_url: str,
+    api_key: str | None,
+    options: RunOptions,
+    on_progress: Callable[[Progress], None] | None,
+    retry: RetryPolicy | None,
+    new_jobs: int,
+) -> RunSummary:
+    out_dir = Path(run.out_dir)
+    interrupted = False
+    outcome: RunOutcome | None = None
+    async with OxenClient(base_url, api_key, retry=retry) as client:
+        runner = Runner(store, client, run, out_dir, options, on_progress)
+        try:
+            outcome = await runner.execute()
+        except anyio.get_cancelled_exc_class():
+            interrupted = True
+            raise
+        finally:
+            if outcome is None:
+                outcome = RunOutcome(run.name, store.status_counts(run.id), interrupted=True)
+    csv_path = write_results_csv(store, run, out_dir)
+    return RunSummary(
+        run=run.name,
+        counts=outcome.counts,
+        csv_path=csv_path,
+        out_dir=out_dir,
+        interrupted=interrupted,
+        stopped_reason=outcome.stopped_reason,
+        elapsed_s=outcome.elapsed_s,
+        requests=outcome.requests,
+        new_jobs=new_jobs,
+    )
+
+
+async def run_async(
+    manifest: str | Path,
+    *,
+    db: str | Path | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    emulate: bool = False,
+    time_scale: float = 0.01,
+    concurrency: int | None = None,
+    out: str | Path | None = None,
+    max_cost: float | None = None,
+    retry_failed: bool = False,
+    download: bool = True,
+    poll_only: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+    retry: RetryPolicy | None = None,
+    **option_overrides: Any,
+) -> RunSummary:
+    """Plan the manifest (refusing invalid or over-budget plans), then run it; running it again continues it."""
+    db_path = Path(db) if db else default_db()
+    with _api_endpoint(base_url, api_key, emulate, time_scale) as (url, key):
+        plan = await make_plan(manifest, base_url=url, api_key=key, state_dir=state_dir_for(db_path), max_cost=max_cost)
+        plan.check()
+        settings = plan.manifest.settings
+        out_dir = Path(out) if out else Path(settings.out_dir)
+        options = RunOptions(
+            concurrency=concurrency or settings.concurrency,
+            download=download,
+            poll_only=poll_only,
+            max_cost=plan.budget,
+        )
+        options = replace(options, **option_overrides)
+        store = Store.open(db_path)
+        try:
+            run = store.ensure_run(
+                plan.manifest.name,
+                manifest_path=os.path.abspath(manifest),
+                manifest_sha256="",
+                base_url=url,
+                out_dir=str(out_dir),
+                settings={
+                    "concurrency": options.concurrency,
+                    "download": download,
+                    "poll_only": poll_only,
+                    "max_cost": plan.budget,
+                },
+            )
+            added = store.add_jobs(run.id, [NewJob(j.spec, j.estimated_cost, j.media_type) for j in plan.jobs])
+            if retry_failed:
+                store.reset_jobs(run.id, [JobStatus.FAILED, JobStatus.CANCELLED])
+            return await _execute(
+                store,
+                run,
+                base_url=url,
+                api_key=key,
+                options=options,
+                on_progress=on_progress,
+                retry=retry,
+                new_jobs=added,
+            )
+        finally:
+            store.close()
+
+
+async def resume_async(
+    run: str | None = None,
+    *,
+    db: str | Path | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    concurrency: int | None = None,
+    retry_failed: bool = False,
+    resubmit_unknown: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+    retry: RetryPolicy | None = None,
+    **option_overrides: Any,
+) -> RunSummary:
+    """Finish a run from the database alone (no manifest needed): the same API, the same settings."""
+    db_path = Path(db) if db else default_db()
+    store = Store.open(db_path, create=False)
+    try:
+        info = store.get_run(run)
+        settings = info.settings
+        url = base_url or info.base_url or os.environ.get("BATCHGEN_BASE_URL") or DEFAULT_BASE_URL
+        key = api_key if api_key is not None else os.environ.get("OXEN_API_KEY")
+        options = RunOptions(
+            concurrency=concurrency or int(settings.get("concurrency", 4)),
+            download=bool(settings.get("download", True)),
+            poll_only=bool(settings.get("poll_only", False)),
+            max_cost=settings.get("max_cost"),
+            resubmit_unknown=resubmit_unknown,
+        )
+        options = replace(options, **option_overrides)
+        if retry_failed:
+            store.reset_jobs(info.id, [JobStatus.FAILED, JobStatus.CANCELLED])
+        return await _execute(
+            store, info, base_url=url, api_key=key, options=options, on_progress=on_progress, retry=retry, new_jobs=0
+        )
+    finally:
+        store.close()
+
+
+def run(manifest: str | Path, **kwargs: Any) -> RunSummary:
+    """Synchronous `run_async`."""
+    result: RunSummary = anyio.run(lambda: run_async(manifest, **kwargs))
+    return result
+
+
+def resume(run_name: str | None = None, **kwargs: Any) -> RunSummary:
+    """Synchronous `resume_async`."""
+    result: RunSummary = anyio.run(lambda: resume_async(run_name, **kwargs))
+    return result
