@@ -96,6 +96,9 @@ class SchemaChecker:
         cached = self._cache.get(key)
         if cached is None:
             errors = sorted(self.validator.iter_errors(params), key=lambda error: list(error.absolute_path))
+            # `seconds: 4` breaks both `type` and `enum`; the enum message says all of it, so say it once.
+            with_enum = {tuple(error.absolute_path) for error in errors if error.validator == "enum"}
+            errors = [e for e in errors if not (e.validator == "type" and tuple(e.absolute_path) in with_enum)]
             cached = self._cache[key] = tuple(self._describe(error) for error in errors)
         return cached
 
