@@ -103,14 +103,16 @@ def plan_of(
     models: Mapping[str, ModelInfo] | None = None,
     probes: Mapping[str, ImageProbe] | None = None,
     max_cost: float | None = None,
+    registry_down: bool = False,
 ) -> Plan:
-    """The pure planning pipeline, as make_plan runs it once the registry has answered."""
+    """The pure planning pipeline, as make_plan runs it once the registry has answered (or failed to)."""
     manifest = load_manifest(path)
     known = infos() if models is None else models
     wanted = manifest.model_names()
     view = RegistryView(
         models={name: info for name, info in known.items() if name in wanted},
-        unknown={name: tuple(known) for name in wanted if name not in known},
+        unknown={} if registry_down else {name: tuple(known) for name in wanted if name not in known},
+        unavailable={name: "no registry and no cache" for name in wanted if name not in known} if registry_down else {},
     )
     return build_plan(manifest, expand(manifest, view.models), view, probes or {}, max_cost=max_cost)
 

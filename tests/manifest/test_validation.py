@@ -235,10 +235,11 @@ def test_unknown_price_is_unknown_not_zero(tmp_path: Path) -> None:
 
 def test_without_any_registry_plan_expands_and_says_what_was_skipped(tmp_path: Path) -> None:
     path = write(tmp_path, "model: openai-sora-2-pro\nparams: {prompt: 'A {animal}'}\nmatrix: {animal: [ox, yak]}\n")
-    plan = plan_of(path, models={})
+    plan = plan_of(path, models={}, registry_down=True)
     plan.check()  # nothing invalid was found, and nothing could be priced against a budget
     assert len(plan.jobs) == 2 and not plan.validated and not plan.priced
     assert [job.spec.params["prompt"] for job in plan.jobs] == ["A ox", "A yak"]
+    assert any("not validated and not priced" in warning for warning in plan.warnings)
 
 
 def test_sora_schema_fixture_is_the_documented_one() -> None:
