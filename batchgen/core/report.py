@@ -226,7 +226,10 @@ def _figure(row: JobRow, href: str | None) -> str:
 
 
 def _values(rows: Sequence[JobRow], axis: str | None) -> list[tuple[str, Any]]:
-    """The distinct values of an axis as (grouping key, value), in first-seen order."""
+    """The distinct values of an axis among these rows (one section) as (grouping key, value), first-seen order.
+
+    Per section rather than for the whole run: a job outside the matrix (another model, no such variable)
+    gets a section of its own instead of an empty row and column in every other section."""
     if axis is None:
         return [("", None)]
     found: dict[str, Any] = {}
@@ -236,8 +239,12 @@ def _values(rows: Sequence[JobRow], axis: str | None) -> list[tuple[str, Any]]:
     return list(found.items())
 
 
+def _label(value: Any) -> str:
+    return "—" if value is None else cell_text(value)  # None: the job has no such variable or parameter
+
+
 def _header(value: Any, scope: str) -> str:
-    text = _e(value)
+    text = _e(_label(value))
     return f'<th scope="{scope}"><span class="clamp" title="{text}">{text}</span></th>'
 
 
@@ -294,9 +301,9 @@ def render_report(
     for section, members in sections.items():
         body.append('<section class="plane">')
         if layout.section_axes:
-            label = " · ".join(f"{a} = {cell_text(axis_value(members[0], a))}" for a in layout.section_axes)
+            label = " · ".join(f"{a} = {_label(axis_value(members[0], a))}" for a in layout.section_axes)
             body.append(f"<h2>{_e(label)}</h2>")
-        body.append(_table(jobs, layout, cells, section))
+        body.append(_table(members, layout, cells, section))
         body.append("</section>")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

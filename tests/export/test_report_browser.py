@@ -221,7 +221,7 @@ def test_report_opens_from_disk_and_every_video_loads(tmp_path: Path, browser: D
     assert page["title"] == "batchgen · demo"  # the hostile prompt ran no script
     assert page["scripts"] == 1
     assert page["sections"] == 2
-    assert page["cells"] == 2 * 4 * 2  # sections (seconds) x subjects x styles
+    assert page["cells"] == 4 * 2 + 3 * 2  # seconds=4: the hostile subject adds a row; seconds=8: 3 x 2
     assert page["figures"] == len(rows)
     succeeded = [r for r in rows if r.status == JobStatus.SUCCEEDED]
     assert len(page["videos"]) == len(succeeded) - 1  # one of them is the image

@@ -101,6 +101,24 @@ def test_cell_counts_per_grid_shape(
     assert page.tags["figure.job"] == len(rows)
 
 
+def test_a_job_outside_the_matrix_gets_its_own_section_not_empty_rows(make_row: MakeRow) -> None:
+    # the shape of manifests/demo.yaml: place x aspect_ratio x zipped (animal, car), plus one image job
+    rows = [
+        make_row(f"{a} {c} {p}", params={"aspect_ratio": r}, variables={"place": p, "animal": a, "car": c})
+        for p in ("car wash", "desert")
+        for r in ("landscape", "portrait")
+        for a, c in (("ox", "tractor"), ("yak", "convertible"))
+    ]
+    rows.append(make_row("poster", params={"aspect_ratio": "16:9"}, model="flux-1-dev", media_type="image"))
+    assert choose_layout(rows) == Layout("place", "animal", ("aspect_ratio",))  # car merely renames animal
+    html = render(rows)
+    page = Elements(html)
+    assert page.tags["section.plane"] == 3
+    assert page.tags["td.cell"] == 2 * 2 + 2 * 2 + 1
+    assert page.tags["td.empty"] == 0
+    assert "<h2>aspect_ratio = 16:9</h2>" in html and ">—</span></th>" in html  # the image has no place
+
+
 def test_named_axes_override_the_automatic_choice(demo_rows: list[JobRow]) -> None:
     assert choose_layout(demo_rows, rows_axis="seconds") == Layout("seconds", "subject", ("style",))
     # the derived prompt as rows fixes subject and style, so they need no sections
