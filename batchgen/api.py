@@ -167,7 +167,7 @@ async def run_async(
         try:
             run = store.ensure_run(
                 plan.manifest.name,
-                manifest_path=os.path.abspath(manifest),
+                manifest_path=str(plan.manifest.path),
                 manifest_sha256="",
                 base_url=url,
                 out_dir=str(out_dir),

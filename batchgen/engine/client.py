@@ -57,7 +57,7 @@ class RetryPolicy:
 
 class _WaitHonouringRetryAfter(wait_base):
     def __init__(self, policy: RetryPolicy) -> None:
-        self.fallback = wait_exponential_jitter(initial=policy.initial, max=policy.maximum)
+        self.fallback = wait_exponential_jitter(multiplier=policy.initial, max=policy.maximum, jitter=policy.initial)
         self.maximum = policy.maximum
 
     def __call__(self, retry_state: Any) -> float:

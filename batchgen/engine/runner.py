@@ -41,6 +41,7 @@ from batchgen.errors import (
 ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
 UNFINISHED = (JobStatus.PENDING, JobStatus.SUBMITTING, JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.DOWNLOADING)
 EXTENSIONS = {"video": ".mp4", "image": ".png"}
+DOWNLOAD_ATTEMPTS = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,7 @@ class Runner:
         return outcome
 
     def _load(self) -> None:
+        self.store.retry_downloads(self.run.id)
         for job in self.store.load_jobs(self.run.id, [*UNFINISHED, JobStatus.UNKNOWN]):
             if job.status is JobStatus.UNKNOWN and self.options.resubmit_unknown:
                 self.store.update_job(job.id, JobStatus.PENDING, generation_id=None)
@@ -290,13 +292,11 @@ class Runner:
         async with anyio.create_task_group() as tg:
             while self.pending and not self.halted_submits:
                 group = self._next_group()
+                while len(group) > self.limit.limit:
+                    self.pending.appendleft(group.pop())
                 held: list[JobState] = []
-                for job in group:
-                    if held and not self.limit.try_acquire(job.id):
-                        self.pending.appendleft(job)  # not enough room for the whole group now: send fewer
-                        continue
-                    if not held:
-                        await self.limit.acquire(job.id)
+                for job in group:  # the whole group waits for room: one enqueue is cheaper than several
+                    await self.limit.acquire(job.id)
                     self.slotted.add(job.id)
                     held.append(job)
                 cost = sum(j.estimated_cost or 0.0 for j in held)
@@ -513,19 +513,25 @@ class Runner:
         return self.out_dir / f"{stem}{EXTENSIONS.get(job.media_type, '.bin')}"
 
     async def _download(self, job: JobState) -> None:
+        """Fetch the result now (presigned URLs expire): the event's URL first, then result_url, refreshed
+        from the status row when both are refused. A paid result that cannot be fetched stays recoverable:
+        it is marked failed with error_class "download", and the next run or resume downloads it again."""
         dest = self.destination(job)
         async with self.downloads:
-            for attempt in range(1, 7):
-                urls = [u for u in (job.download_url, job.result_url) if u]
-                if not urls or attempt > 3:
+            for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+                if attempt > 1 and (attempt % 3 == 0 or not job.result_url):
                     await self._refresh_result_url(job)
-                    urls = [u for u in (job.result_url,) if u]
+                urls = [u for u in (job.download_url if attempt < 3 else None, job.result_url) if u]
+                wait = self._backoff(attempt)
                 for url in urls:
                     try:
                         digest, size = await self.client.download(url, dest)
                     except RequestRejectedError:
                         continue  # an expired presigned URL: try the next one
-                    except (ServerError, RateLimitedError, ApiUnreachableError):
+                    except RateLimitedError as exc:
+                        wait = exc.retry_after if exc.retry_after is not None else wait
+                        continue
+                    except (ServerError, ApiUnreachableError):
                         continue
                     except OSError as exc:
                         raise _Halt(
@@ -533,8 +539,13 @@ class Runner:
                         ) from exc
                     self._set(job, JobStatus.SUCCEEDED, output_path=str(dest), sha256=digest, bytes=size)
                     return
-                await anyio.sleep(min(self.options.backoff_max, self.options.backoff_initial * attempt))
-        self._set(job, JobStatus.FAILED, error="the result could not be downloaded", error_class="download")
+                await anyio.sleep(wait)
+        self._set(
+            job,
+            JobStatus.FAILED,
+            error="the result could not be downloaded (it is paid for: resume retries it)",
+            error_class="download",
+        )
 
     async def _refresh_result_url(self, job: JobState) -> None:
         try:

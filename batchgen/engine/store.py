@@ -347,7 +347,12 @@ class Store:
         with self._write() as db:
             result = db.execute(
                 update(JOBS)
-                .where(JOBS.c.run_id == run_id, JOBS.c.status.in_(wanted))
+                # a paid result that only failed to download is fetched again (retry_downloads), never resubmitted
+                .where(
+                    JOBS.c.run_id == run_id,
+                    JOBS.c.status.in_(wanted),
+                    func.coalesce(JOBS.c.error_class, "") != "download",
+                )
                 .values(
                     status=JobStatus.PENDING.value,
                     generation_id=None,
@@ -357,6 +362,18 @@ class Store:
                     download_url=None,
                     updated_at=utcnow(),
                 )
+            )
+        return int(result.rowcount or 0)
+
+    def retry_downloads(self, run_id: int) -> int:
+        """Jobs that succeeded remotely but whose file never arrived go back to downloading (never resubmitted)."""
+        with self._write() as db:
+            result = db.execute(
+                update(JOBS)
+                .where(
+                    JOBS.c.run_id == run_id, JOBS.c.status == JobStatus.FAILED.value, JOBS.c.error_class == "download"
+                )
+                .values(status=JobStatus.DOWNLOADING.value, error=None, error_class=None, updated_at=utcnow())
             )
         return int(result.rowcount or 0)
 

@@ -1,0 +1,104 @@
+"""The runner against the emulator over real loopback HTTP: exactly once, under every fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchgen.emulator import EmulatorConfig, Faults, running_emulator
+from batchgen.errors import AuthError
+from tests.engine.conftest import assert_exactly_once, run_against, write_manifest
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def config(faults: Faults | None = None, **kw: object) -> EmulatorConfig:
+    return EmulatorConfig(seed=7, time_scale=0.0005, faults=faults or Faults(), **kw)  # type: ignore[arg-type]
+
+
+async def test_every_job_succeeds_once_and_files_match(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, n_prompts=8)
+    with running_emulator(config()) as emu:
+        summary = await run_against(emu, manifest, tmp_path)
+        rows = assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
+    assert summary.exit_code == 0 and len(rows) == 8
+    assert summary.csv_path is not None and summary.csv_path.is_file()
+    # SSE mode: one enqueue and one download per job, plus the start-up access check and a few list calls
+    assert summary.requests <= 2 * 8 + 4
+
+
+async def test_running_again_redoes_nothing_and_adds_only_new_jobs(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, n_prompts=3)
+    with running_emulator(config()) as emu:
+        await run_against(emu, manifest, tmp_path)
+        again = await run_against(emu, manifest, tmp_path)
+        assert again.new_jobs == 0 and len(emu.ledger.created_ids) == 3
+        write_manifest(tmp_path, n_prompts=4)
+        more = await run_against(emu, manifest, tmp_path)
+        assert more.new_jobs == 1
+        assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
+
+
+async def test_repeats_share_one_enqueue(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, n_prompts=2, repeat=4)
+    with running_emulator(config()) as emu:
+        await run_against(emu, manifest, tmp_path)
+        assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
+        enqueues = [e for e in emu.ledger.enqueues if e.generation_ids]
+    assert len(enqueues) == 2 and all(e.body.get("num_generations") == 4 for e in enqueues)
+
+
+async def test_wrong_key_exits_before_enqueueing_anything(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, n_prompts=2)
+    with running_emulator(config()) as emu:
+        with pytest.raises(AuthError, match="OXEN_API_KEY"):
+            await run_against(emu, manifest, tmp_path, api_key="wrong-key")
+        assert emu.ledger.enqueues == []
+
+
+async def test_poll_only_mode_finishes_without_the_stream(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, n_prompts=5)
+    with running_emulator(config()) as emu:
+        summary = await run_against(emu, manifest, tmp_path, poll_only=True)
+        assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
+        assert emu.ledger.stream_connections == 0
+    assert summary.exit_code == 0
+
+
+KNOBS = {
+    "dropped events": Faults(sse_drop_rate=0.5),
+    "duplicated events": Faults(sse_duplicate_rate=0.5),
+    "late events": Faults(sse_late_s=0.3),
+    "early events": Faults(sse_early_rate=0.5),
+    "disconnects": Faults(sse_disconnect_after_events=2),
+    "foreign and noise events": Faults(sse_foreign_rate=0.5, sse_noise_rate=0.5, sse_garbage_rate=0.3),
+    "enqueue 5xx": Faults(enqueue_5xx_rate=0.4),
+    "enqueue 429 with Retry-After": Faults(enqueue_429_rate=0.4, retry_after=0.05),
+    "enqueue 429 without Retry-After": Faults(enqueue_429_rate=0.4),
+    "status 5xx and 429": Faults(status_5xx_rate=0.4, status_429_rate=0.3, sse_drop_rate=1.0),
+    "download 5xx and 429": Faults(download_5xx_rate=0.4, download_429_rate=0.3),
+    "lost enqueue replies": Faults(lost_reply_rate=0.4),
+    "legacy API": Faults(legacy_mode=True, sse_drop_rate=0.5),
+    "bad answers": Faults(
+        malformed_json_rate=0.2,
+        html_error_rate=0.2,
+        unknown_status_rate=0.2,
+        wrong_content_type_rate=0.2,
+        truncated_download_rate=0.3,
+        sse_drop_rate=0.5,
+    ),
+    "results on another host": Faults(result_host="localhost"),
+    "everything at once": Faults.chaos(),
+}
+
+
+@pytest.mark.parametrize("faults", KNOBS.values(), ids=KNOBS.keys())
+async def test_exactly_once_under_fault(tmp_path: Path, faults: Faults) -> None:
+    manifest = write_manifest(tmp_path, n_prompts=10)
+    with running_emulator(config(faults)) as emu:
+        summary = await run_against(emu, manifest, tmp_path)
+        assert_exactly_once(emu, tmp_path / "state" / "batchgen.db", allow_failed=faults.fail_rate > 0)
+        # the key never travels to a host other than the API's
+        assert not [d for d in emu.ledger.downloads if d.authorized and d.host.split(":")[0] != "127.0.0.1"]
+    assert summary.exit_code in (0, 1)
