@@ -34,8 +34,7 @@ async def result_file(request: Request) -> Response:
     if row is None or row.status != Status.SUCCEEDED or row.file_path != request.url.path:
         return replies.not_found()
     if svc.config.redirect_presigned:
-        expires = int(time.time() + svc.config.presign_ttl_s)
-        return RedirectResponse(svc.state.presigned_url(row.generation_id, expires), status_code=302)
+        return RedirectResponse(svc.state.presigned_url(row.generation_id, svc.config.presign_ttl_s), status_code=302)
     return _serve(svc, request, row, presigned=False)
 
 
@@ -162,6 +161,6 @@ def _sync_reply(svc: Services, row: Generation, response_format: Any) -> dict[st
         data, _ = result_bytes(row.generation_id, row.media_type)
         item = {"b64_json": base64.b64encode(data).decode("ascii")}
     else:
-        item = {"url": svc.state.presigned_url(row.generation_id, int(time.time() + svc.config.presign_ttl_s))}
+        item = {"url": svc.state.presigned_url(row.generation_id, svc.config.presign_ttl_s)}
     key = "videos" if row.media_type == "video" else "images"
     return {"model": row.model, "created": int(time.time()), key: [item]}

@@ -6,8 +6,10 @@ Mutated on the server's event loop, read from test threads: one lock, and reader
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -161,8 +163,9 @@ class EmulatorState:
         """The absolute result URL, under `result_host` when a fault asks for another host name."""
         return self._on_result_host(self.base_url + generation.file_path)
 
-    def presigned_url(self, generation_id: str, expires: int) -> str:
-        """A fresh presigned URL (E9) that 403s after `expires` (unix seconds)."""
+    def presigned_url(self, generation_id: str, ttl_s: float) -> str:
+        """A fresh presigned URL (E9) that 403s `ttl_s` from now (the URL shows whole unix seconds)."""
+        expires = math.ceil(time.time() + ttl_s)
         token = secrets.token_urlsafe(16)
         with self._lock:
             self._tokens[token] = (generation_id, expires)

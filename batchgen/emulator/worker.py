@@ -145,7 +145,7 @@ class Worker:
     def _completed_frame(self, row: Generation) -> bytes:
         url = None
         if row.status == Status.SUCCEEDED:
-            url = self.state.presigned_url(row.generation_id, int(time.time() + self.config.presign_ttl_s))
+            url = self.state.presigned_url(row.generation_id, self.config.presign_ttl_s)
         return frame(COMPLETED, event_payload(row, url))
 
     def _announce_foreign(self, row: Generation) -> None:

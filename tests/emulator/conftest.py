@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -58,3 +60,73 @@ def wait_terminal(client: httpx.Client, generation_id: str, timeout: float = 10.
 
 SORA = {"model": "openai-sora-2-pro", "prompt": "An ox in a Porsche"}
 FLUX = {"model": "flux-1-dev", "prompt": "A red ox"}
+
+
+class StreamTap:
+    """Reads GET /api/events in a thread and keeps every raw line; connected once `with` returns.
+
+    Give the emulator a short `keepalive_s` so the reader wakes up regularly to notice `close()`.
+    """
+
+    def __init__(self, emu: RunningEmulator, key: str | None = None) -> None:
+        self.emu = emu
+        self.key = key or emu.api_key
+        self.lines: list[str] = []
+        self.status: int | None = None
+        self.headers: dict[str, str] = {}
+        self.ended = threading.Event()
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        try:
+            with authed(self.emu, self.key) as c, c.stream("GET", "/api/events") as reply:
+                self.status = reply.status_code
+                self.headers = dict(reply.headers)
+                for line in reply.iter_lines():
+                    self.lines.append(line)
+                    if self._stop.is_set():
+                        return
+        except BaseException as error:  # a thread must not raise: pytest turns that into an error elsewhere
+            self.error = error
+        finally:
+            self.ended.set()
+
+    def __enter__(self) -> StreamTap:
+        before = self.emu.ledger.stream_connections
+        self._thread.start()
+        wait_until(lambda: self.emu.ledger.stream_connections > before or self.ended.is_set())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(3.0)
+
+    def frames(self) -> list[tuple[str, str]]:
+        """(event, data) of every dispatched frame, comments skipped, as an SSE client would see them."""
+        out: list[tuple[str, str]] = []
+        event, data = "message", []
+        for line in list(self.lines):
+            if line == "":
+                if data:
+                    out.append((event, "\n".join(data)))
+                event, data = "message", []
+            elif line.startswith(":"):
+                continue
+            elif line.startswith("event: "):
+                event = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data.append(line[len("data: ") :])
+        return out
+
+    def completed(self) -> list[dict[str, Any]]:
+        """Parsed data of every media_generation_completed frame that is valid JSON."""
+        found = []
+        for event, data in self.frames():
+            if event == "media_generation_completed":
+                try:
+                    found.append(json.loads(data))
+                except ValueError:
+                    continue
+        return found
