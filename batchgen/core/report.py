@@ -75,21 +75,28 @@ def axis_names(rows: Iterable[JobRow]) -> list[str]:
     return [*names, *PSEUDO_AXES]
 
 
-def _keys(rows: Sequence[JobRow], axes: Sequence[str]) -> list[str]:
-    return [canonical_json([axis_value(row, a) for a in axes]) for row in rows]
+class _AxisKeys:
+    """Each axis's grouping key per job, computed once: layout choice asks many dependency questions."""
 
+    def __init__(self, rows: Sequence[JobRow], names: Sequence[str]) -> None:
+        self.keys = {name: [canonical_json(axis_value(row, name)) for row in rows] for name in names}
 
-def _determines(rows: Sequence[JobRow], given: Sequence[str], target: str) -> bool:
-    """True when the values of the `given` axes fix the value of `target` (a functional dependency)."""
-    seen: dict[str, str] = {}
-    for source, value in zip(_keys(rows, given), _keys(rows, [target]), strict=True):
-        if seen.setdefault(source, value) != value:
-            return False
-    return True
+    def distinct(self, axis: str) -> int:
+        return len(set(self.keys[axis]))
+
+    def determines(self, given: Sequence[str], target: str) -> bool:
+        """True when the values of the `given` axes fix the value of `target` (a functional dependency)."""
+        seen: dict[tuple[str, ...], str] = {}
+        targets = self.keys[target]
+        sources = zip(*(self.keys[g] for g in given), strict=True) if given else [()] * len(targets)
+        for source, value in zip(sources, targets, strict=True):
+            if seen.setdefault(source, value) != value:
+                return False
+        return True
 
 
 def _distinct(rows: Sequence[JobRow], axis: str) -> int:
-    return len(set(_keys(rows, [axis])))
+    return len({canonical_json(axis_value(row, axis)) for row in rows})
 
 
 def choose_layout(rows: Sequence[JobRow], rows_axis: str | None = None, cols_axis: str | None = None) -> Layout:
@@ -99,20 +106,21 @@ def choose_layout(rows: Sequence[JobRow], rows_axis: str | None = None, cols_axi
     for chosen in (rows_axis, cols_axis):
         if chosen is not None and chosen not in names:
             raise BatchgenError(f"no axis named {chosen!r} in this run; choose one of: {', '.join(names)}")
-    varying = [n for n in names if _distinct(rows, n) > 1]
+    keys = _AxisKeys(rows, names)
+    varying = [n for n in names if keys.distinct(n) > 1]
     independent: list[str] = []
     for name in varying:  # drop axes that merely rename another (same grouping of jobs)
-        if not any(_determines(rows, [m], name) and _determines(rows, [name], m) for m in independent):
+        if not any(keys.determines([m], name) and keys.determines([name], m) for m in independent):
             independent.append(name)
     candidates = []
     for name in independent:  # drop axes derived from two or more others, like a templated prompt
-        parts = [m for m in independent if m != name and _determines(rows, [name], m)]
-        if not (len(parts) >= 2 and _determines(rows, parts, name)):
+        parts = [m for m in independent if m != name and keys.determines([name], m)]
+        if not (len(parts) >= 2 and keys.determines(parts, name)):
             candidates.append(name)
-    ranked = sorted(candidates, key=lambda n: -_distinct(rows, n))
+    ranked = sorted(candidates, key=lambda n: -keys.distinct(n))
 
     def unrelated(name: str, other: str | None) -> bool:
-        return other is None or not (_determines(rows, [other], name) or _determines(rows, [name], other))
+        return other is None or not (keys.determines([other], name) or keys.determines([name], other))
 
     if rows_axis is None:
         rows_axis = next((n for n in ranked if n != cols_axis and unrelated(n, cols_axis)), None)
@@ -121,7 +129,7 @@ def choose_layout(rows: Sequence[JobRow], rows_axis: str | None = None, cols_axi
     fixed = [a for a in (rows_axis, cols_axis) if a is not None]
     sections: list[str] = []
     for name in candidates:
-        if name not in fixed and not _determines(rows, [*fixed, *sections], name):
+        if name not in fixed and not keys.determines([*fixed, *sections], name):
             sections.append(name)
     return Layout(rows_axis, cols_axis, tuple(sections))
 
