@@ -6,14 +6,29 @@ Exit codes: 0 all jobs succeeded; 1 finished with failed jobs; 2 invalid input (
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import sys
-from typing import Annotated, NoReturn
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
 
+import anyio
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from batchgen import errors
+from batchgen.api import DEFAULT_BASE_URL, RunSummary, default_db, resume_async, run_async, write_results_csv
+from batchgen.core.jobs import JobStatus
+from batchgen.core.manifest import load_manifest
+from batchgen.core.progress import Progress
+from batchgen.engine.cancel import cancel_run
+from batchgen.engine.store import Store
 
 EXIT_OK = 0
 EXIT_FAILED_JOBS = 1
@@ -62,14 +77,238 @@ def _die(error: errors.BatchgenError) -> NoReturn:
 
 # ---- commands are registered by the modules below; each lives in its own section ----
 
+# ---- run, resume, status, runs, cancel ----
+
+DbOption = Annotated[
+    Path | None, typer.Option("--db", help="State database [env BATCHGEN_DB; default state/batchgen.db].")
+]
+BaseUrlOption = Annotated[
+    str | None, typer.Option("--base-url", help="API base URL [env BATCHGEN_BASE_URL; default https://hub.oxen.ai].")
+]
+
+
+class _ProgressView:
+    """Progress on stderr: a live line on a terminal, a plain line every 10 s otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = stderr.is_terminal
+        self.last_plain = 0.0
+        self.status: Any = None
+        self.latest: Progress | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        self.latest = progress
+        if self.tty:
+            if self.status is None:
+                self.status = stderr.status(escape(progress.line()))
+                self.status.start()
+            self.status.update(escape(progress.line()))
+        elif time.monotonic() - self.last_plain >= 10.0:
+            self.last_plain = time.monotonic()
+            stderr.print(progress.line(), markup=False)
+
+    def close(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+        if self.latest is not None:
+            stderr.print(self.latest.line(), markup=False)
+
+
+def _run_with_signals(work: Callable[[Callable[[Progress], None]], Awaitable[RunSummary]]) -> RunSummary | None:
+    """Run `work` until done; on SIGINT/SIGTERM stop cleanly and return None."""
+    view = _ProgressView()
+    outcome: list[RunSummary] = []
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def do_work() -> None:
+                outcome.append(await work(view))
+                tg.cancel_scope.cancel()
+
+            async def watch_signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        stderr.print("\nstopping: no new jobs will be submitted; state is saved")
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(watch_signals)
+            tg.start_soon(do_work)
+
+    try:
+        anyio.run(main)
+    finally:
+        view.close()
+    return outcome[0] if outcome else None
+
+
+def _finish(summary: RunSummary | None, db: Path | None, run_name: str | None) -> None:
+    if summary is None:
+        store = Store.open(db or default_db(), create=False)
+        try:
+            info = store.get_run(run_name)
+            csv_path = write_results_csv(store, info, Path(info.out_dir))
+        finally:
+            store.close()
+        stdout.print(str(csv_path))
+        stderr.print(f"interrupted. Nothing is lost; continue with:  batchgen resume {info.name}")
+        raise SystemExit(EXIT_INTERRUPTED)
+    counts = ", ".join(f"{n} {s.value}" for s, n in summary.counts.items())
+    stderr.print(f"run {summary.run!r}: {counts} in {summary.elapsed_s:.1f} s ({summary.requests} API requests)")
+    if summary.stopped_reason:
+        stderr.print(f"[yellow]stopped submitting:[/yellow] {summary.stopped_reason}")
+    unknown = summary.counts.get(JobStatus.UNKNOWN, 0)
+    if unknown:
+        stderr.print(
+            f"[yellow]{unknown} job(s) have an enqueue whose outcome could not be checked[/yellow]; "
+            "look for them in your Oxen queue, then `batchgen resume --resubmit-unknown` to send them again"
+        )
+    if summary.exit_code == EXIT_FAILED_JOBS:
+        stderr.print(
+            f"some jobs did not succeed: `batchgen export {summary.run}` shows why; `--retry-failed` retries them"
+        )
+    stdout.print(str(summary.csv_path))
+    raise SystemExit(summary.exit_code)
+
+
+@app.command()
+def run(
+    manifest: Annotated[Path, typer.Argument(help="The YAML manifest.")],
+    db: DbOption = None,
+    base_url: BaseUrlOption = None,
+    emulate: Annotated[
+        bool, typer.Option("--emulate", help="Run against the built-in emulator (free, offline).")
+    ] = False,
+    concurrency: Annotated[
+        int | None, typer.Option("-j", "--concurrency", min=1, help="Generations in flight at most.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Download directory [default: the manifest's output].")
+    ] = None,
+    max_cost: Annotated[float | None, typer.Option("--max-cost", help="Refuse to spend more than this (USD).")] = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Submit failed and cancelled jobs again.")
+    ] = False,
+    no_download: Annotated[bool, typer.Option("--no-download", help="Do not download results.")] = False,
+    poll_only: Annotated[
+        bool, typer.Option("--poll-only", help="Track completions by polling, without the event stream.")
+    ] = False,
+) -> None:
+    """Plan, then run a manifest. Running it again continues the same run; finished jobs are never redone."""
+    summary = _run_with_signals(
+        lambda view: run_async(
+            manifest, db=db, base_url=base_url, emulate=emulate, concurrency=concurrency, out=out, max_cost=max_cost,
+            retry_failed=retry_failed, download=not no_download, poll_only=poll_only, on_progress=view,
+        )
+    )  # fmt: skip
+    _finish(summary, db, None if summary else _run_name_of(manifest))
+
+
+def _run_name_of(manifest: Path) -> str | None:
+    try:
+        return load_manifest(manifest).name
+    except errors.BatchgenError:
+        return None
+
+
+@app.command()
+def resume(
+    run_name: Annotated[str | None, typer.Argument(metavar="[RUN]", help="Run name [default: the latest].")] = None,
+    db: DbOption = None,
+    base_url: BaseUrlOption = None,
+    concurrency: Annotated[int | None, typer.Option("-j", "--concurrency", min=1)] = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Submit failed and cancelled jobs again.")
+    ] = False,
+    resubmit_unknown: Annotated[
+        bool, typer.Option("--resubmit-unknown", help="Send again the jobs whose enqueue outcome could not be checked.")
+    ] = False,
+) -> None:
+    """Finish an interrupted run from the database alone (the manifest is not needed)."""
+    summary = _run_with_signals(
+        lambda view: resume_async(
+            run_name, db=db, base_url=base_url, concurrency=concurrency, retry_failed=retry_failed,
+            resubmit_unknown=resubmit_unknown, on_progress=view,
+        )
+    )  # fmt: skip
+    _finish(summary, db, run_name)
+
+
+@app.command()
+def status(
+    run_name: Annotated[str | None, typer.Argument(metavar="[RUN]", help="Run name [default: the latest].")] = None,
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
+) -> None:
+    """Counts per state, cost and where the files are, for one run."""
+    store = Store.open(db or default_db(), create=False)
+    try:
+        info = store.get_run(run_name)
+        counts = store.status_counts(info.id)
+        estimated, spent = store.cost_totals(info.id)
+    finally:
+        store.close()
+    data = {
+        "run": info.name,
+        "jobs": sum(counts.values()),
+        "counts": {s.value: n for s, n in counts.items()},
+        "estimated_cost": round(estimated, 6),
+        "cost_so_far": round(spent, 6),
+        "out_dir": info.out_dir,
+        "base_url": info.base_url,
+        "running": info.owner is not None,
+    }
+    if as_json:
+        stdout.print_json(json.dumps(data))
+        return
+    table = Table(title=f"run {info.name}", show_header=False)
+    for status_value, n in data["counts"].items():  # type: ignore[attr-defined]
+        table.add_row(status_value, str(n))
+    table.add_row("cost so far", f"${spent:.2f} of ~${estimated:.2f}")
+    table.add_row("files", info.out_dir)
+    stdout.print(table)
+
+
+@app.command()
+def runs(db: DbOption = None) -> None:
+    """Every run in the database, newest first."""
+    store = Store.open(db or default_db(), create=False)
+    try:
+        table = Table("run", "jobs", "succeeded", "created", "base url")
+        for info in store.list_runs():
+            counts = store.status_counts(info.id)
+            table.add_row(
+                info.name, str(sum(counts.values())), str(counts.get(JobStatus.SUCCEEDED, 0)),
+                info.created_at.strftime("%Y-%m-%d %H:%M"), info.base_url,
+            )  # fmt: skip
+    finally:
+        store.close()
+    stdout.print(table)
+
+
+@app.command()
+def cancel(
+    run_name: Annotated[str | None, typer.Argument(metavar="[RUN]", help="Run name [default: the latest].")] = None,
+    db: DbOption = None,
+    base_url: BaseUrlOption = None,
+) -> None:
+    """Cancel every in-flight generation of a run remotely and mark its unfinished jobs cancelled."""
+    store = Store.open(db or default_db(), create=False)
+    try:
+        info = store.get_run(run_name)
+        url = base_url or info.base_url or os.environ.get("BATCHGEN_BASE_URL") or DEFAULT_BASE_URL
+        done = anyio.run(lambda: cancel_run(store, info, url, os.environ.get("OXEN_API_KEY")))
+    finally:
+        store.close()
+    stderr.print(f"cancelled {done.remote} generation(s) remotely and {done.local} job(s) in total")
+
 
 # ---- export and report commands ----
 # This section's imports sit here (not at the top) so that it stays one self-contained block of cli.py.
 import contextlib  # noqa: E402
 import io  # noqa: E402
-import os  # noqa: E402
 import tempfile  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from enum import StrEnum  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TextIO  # noqa: E402
@@ -251,6 +490,98 @@ def emulator_command(
     )
     stderr.print(f"emulator: http://{host}:{port}  key: {key}  time scale: {time_scale}  seed: {seed}")
     serve(config, host, port)
+
+
+# ---- plan command ----
+
+from batchgen.core.plan import Plan  # noqa: E402
+from batchgen.engine.planning import make_plan  # noqa: E402
+
+PLAN_ROWS_SHOWN = 40  # a 100,000-job table helps nobody; --json has every job
+
+
+@app.command("plan")
+def plan_command(
+    manifest: Annotated[Path, typer.Argument(help="The manifest (YAML) to expand, validate and price.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole plan as JSON on stdout.")] = False,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="API base URL (default: $BATCHGEN_BASE_URL or hub.oxen.ai).")
+    ] = None,
+    emulate: Annotated[bool, typer.Option("--emulate", help="Plan against the built-in emulator.")] = False,
+    max_cost: Annotated[
+        float | None, typer.Option("--max-cost", help="Refuse (exit 2) when the estimate exceeds this many USD.")
+    ] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Use only cached model entries; fetch nothing.")] = False,
+    rows: Annotated[int, typer.Option("--rows", help="How many jobs the table shows.")] = PLAN_ROWS_SHOWN,
+) -> None:
+    """Expand, validate and price a manifest, and show the jobs. Never enqueues anything."""
+    state_dir = Path(os.environ.get("BATCHGEN_STATE_DIR") or "state")
+    api_key = os.environ.get("OXEN_API_KEY") or None
+    url = base_url or os.environ.get("BATCHGEN_BASE_URL") or DEFAULT_BASE_URL
+
+    async def plan_at(where: str, cache_dir: Path) -> Plan:
+        return await make_plan(
+            manifest, base_url=where, api_key=api_key, state_dir=cache_dir, max_cost=max_cost, offline=offline
+        )
+
+    try:
+        if emulate:
+            from batchgen.emulator import EmulatorConfig, running_emulator
+
+            with running_emulator(EmulatorConfig()) as emulator:
+                # The emulator's placeholder prices must never land in the real model cache.
+                plan = anyio.run(plan_at, emulator.base_url, state_dir / "emulator")
+        else:
+            plan = anyio.run(plan_at, url, state_dir)
+    except errors.ManifestError as error:
+        if as_json:
+            problems = [{"where": p.where, "message": p.message, "hint": p.hint} for p in error.problems]
+            print(json.dumps({"valid": False, "problems": problems, "jobs": []}, indent=2))
+        raise
+    for warning in plan.warnings:
+        stderr.print(f"[yellow]warning:[/yellow] {warning}", markup=True, highlight=False)
+    if as_json:
+        print(json.dumps(plan.to_json(), indent=2, ensure_ascii=False, default=str))
+    else:
+        _print_plan(plan, rows)
+    plan.check()
+
+
+def _print_plan(plan: Plan, shown: int) -> None:
+    settings = plan.manifest.settings
+    stdout.print(
+        f"[bold]{plan.manifest.name}[/bold]: {len(plan.jobs)} job(s), concurrency {settings.concurrency}, "
+        f"output {settings.out_dir}",
+        markup=True,
+    )
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("key", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    table.add_column("parameters", overflow="fold")
+    table.add_column("est. cost", justify="right", no_wrap=True)
+    for job in plan.jobs[: max(shown, 0)]:
+        cost = "unknown" if job.estimated_cost is None else f"${job.estimated_cost:,.2f}"
+        table.add_row(job.spec.key, job.spec.model, _describe_params(job.spec.params, job.spec.repeat), cost)
+    if plan.jobs and shown > 0:
+        stdout.print(table)
+    hidden = len(plan.jobs) - max(shown, 0)
+    if hidden > 0:
+        stdout.print(f"... and {hidden} more job(s) not shown (use --rows N, or --json for all)")
+    total = f"${plan.total_cost_exact:,.2f}"
+    if not plan.priced:
+        total = f"at least {total} ({plan.unpriced_jobs} job(s) have no price)"
+    budget = f" of a ${plan.budget:,.2f} budget" if plan.budget is not None else ""
+    stdout.print(f"estimated total: {total}{budget}")
+    if not plan.validated:
+        stdout.print("validation against the model schemas was skipped for some jobs (see warnings)")
+
+
+def _describe_params(params: Any, repeat: int) -> str:
+    parts = [f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in params.items()]
+    if repeat:
+        parts.append(f"sample #{repeat + 1}")
+    text = " ".join(parts)
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def main() -> None:
