@@ -494,6 +494,8 @@ def emulator_command(
 
 # ---- plan command ----
 
+from decimal import Decimal  # noqa: E402
+
 from batchgen.core.plan import Plan  # noqa: E402
 from batchgen.engine.planning import make_plan  # noqa: E402
 
@@ -560,20 +562,27 @@ def _print_plan(plan: Plan, shown: int) -> None:
     table.add_column("parameters", overflow="fold")
     table.add_column("est. cost", justify="right", no_wrap=True)
     for job in plan.jobs[: max(shown, 0)]:
-        cost = "unknown" if job.estimated_cost is None else f"${job.estimated_cost:,.2f}"
+        cost = "unknown" if job.estimated_cost is None else _usd(Decimal(str(job.estimated_cost)))
         table.add_row(job.spec.key, job.spec.model, _describe_params(job.spec.params, job.spec.repeat), cost)
     if plan.jobs and shown > 0:
         stdout.print(table)
     hidden = len(plan.jobs) - max(shown, 0)
     if hidden > 0:
         stdout.print(f"... and {hidden} more job(s) not shown (use --rows N, or --json for all)")
-    total = f"${plan.total_cost_exact:,.2f}"
+    total = _usd(plan.total_cost_exact)
     if not plan.priced:
         total = f"at least {total} ({plan.unpriced_jobs} job(s) have no price)"
     budget = f" of a ${plan.budget:,.2f} budget" if plan.budget is not None else ""
     stdout.print(f"estimated total: {total}{budget}")
     if not plan.validated:
         stdout.print("validation against the model schemas was skipped for some jobs (see warnings)")
+
+
+def _usd(amount: Decimal) -> str:
+    """Dollars to the cent, or to a hundredth of a cent when cents would round a real price away ($0.025)."""
+    if amount == amount.quantize(Decimal("0.01")):
+        return f"${amount:,.2f}"
+    return f"${amount.quantize(Decimal('0.0001')).normalize():,f}"
 
 
 def _describe_params(params: Any, repeat: int) -> str:
