@@ -25,6 +25,11 @@ class ModelInfo:
     request_schema: Mapping[str, Any] | None
     pricing: Mapping[str, Any] | None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # Looked up once per field of every job: precomputed, not derived from the schema each time.
+    param_names: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "param_names", QUEUE_PARAMS | frozenset(self.properties))
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> ModelInfo:
@@ -50,7 +55,7 @@ class ModelInfo:
 
     def is_param(self, name: str) -> bool:
         """True when `name` is sent to the API for this model (a schema property or a queue-level field)."""
-        return name in QUEUE_PARAMS or name in self.properties
+        return name in self.param_names
 
     def default_of(self, name: str) -> Any:
         """The schema's `default` for a parameter, or None."""
