@@ -305,7 +305,7 @@ def cancel(
 
 
 # ---- export and report commands ----
-# This section's imports sit here (not at the top) so that it stays one self-contained block of cli.py.
+# This section's own imports sit here, next to the code that uses them (os and Callable come from the top).
 import contextlib  # noqa: E402
 import io  # noqa: E402
 import tempfile  # noqa: E402
