@@ -92,7 +92,7 @@ async def _probe_one(http: httpx.AsyncClient, url: str, api_key: str | None) -> 
         headers["Authorization"] = f"Bearer {api_key}"
     head = bytearray()
     try:
-        async with http.stream("GET", url, headers=headers, timeout=PROBE_TIMEOUT) as response:
+        async with http.stream("GET", url, headers=headers, timeout=PROBE_TIMEOUT, follow_redirects=True) as response:
             if response.status_code not in (200, 206):
                 return ImageProbe(None, f"HTTP {response.status_code}")
             # Servers may ignore Range and send the whole file: stop reading once the header is in hand.

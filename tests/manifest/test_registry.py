@@ -99,3 +99,10 @@ async def test_plan_with_an_unreadable_first_frame_warns(emulator: RunningEmulat
     plan = await make_plan(path, base_url=emulator.base_url, api_key=None, state_dir=tmp_path)
     assert not plan.problems
     assert any("could not be read (ConnectError" in warning for warning in plan.warnings)
+
+
+@pytest.mark.parametrize("manifest", sorted(DEMO.parent.glob("*.yaml")), ids=lambda path: path.name)
+async def test_every_example_manifest_plans_cleanly(manifest: Path, emulator: RunningEmulator, tmp_path: Path) -> None:
+    plan = await make_plan(manifest, base_url=emulator.base_url, api_key=None, state_dir=tmp_path)
+    assert plan.problems == () and plan.validated and plan.priced
+    plan.check()

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import base64
 import struct
+import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchgen.core.manifest import load_manifest
 from batchgen.core.validation import ImageProbe
@@ -244,3 +248,26 @@ def test_without_any_registry_plan_expands_and_says_what_was_skipped(tmp_path: P
 
 def test_sora_schema_fixture_is_the_documented_one() -> None:
     assert SORA["request_schema"]["properties"]["seconds"]["enum"] == ["4", "8", "12"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(["model", "params", "matrix", "zip", "jobs", "rows", "repeat", "x"]), inner
+            )
+        ),
+        max_leaves=12,
+    )
+)
+def test_no_manifest_whatever_its_shape_gives_anything_but_a_manifest_error(document: object) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "fuzz.yaml"
+        path.write_text(yaml.safe_dump(document), encoding="utf-8")
+        try:
+            plan_of(path)
+        except ManifestError as error:
+            assert all(problem.message for problem in error.problems)
