@@ -85,6 +85,7 @@ def write_results_csv(store: Store, run: RunInfo, out_dir: Path) -> Path:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".results.", suffix=".csv")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a results file is as readable as any other output
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
             write_csv(store.job_rows(run.id), out)
         os.replace(tmp, path)

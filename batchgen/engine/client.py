@@ -189,19 +189,21 @@ class OxenClient:
         rows = data.get("generations", []) if isinstance(data, dict) else []
         return [g for g in (parse_generation(r) for r in rows if isinstance(rows, list)) if g is not None]
 
-    async def history_costs(self, *, page: int, page_size: int = 1000) -> tuple[dict[str, float], int]:
-        """One page of GET /api/ai/generations: ({generation_id: cost}, total_pages)."""
+    async def history_page(
+        self, *, page: int, page_size: int = 1000
+    ) -> tuple[list[tuple[RemoteGeneration, float | None]], int]:
+        """One page of GET /api/ai/generations: [(row, cost)], total_pages."""
         data = await self._get_json("/api/ai/generations", {"page": str(page), "page_size": str(page_size)})
         if not isinstance(data, dict):
-            return {}, 0
-        costs: dict[str, float] = {}
-        for row in data.get("generations", []) or []:
-            gen = parse_generation(row)
-            cost = _cost(row)
-            if gen is not None and cost is not None:
-                costs[gen.generation_id] = cost
+            return [], 0
+        rows = data.get("generations")
+        found = []
+        for row in rows if isinstance(rows, list) else []:
+            generation = parse_generation(row)
+            if generation is not None:
+                found.append((generation, _cost(row)))
         pages = data.get("total_pages")
-        return costs, int(pages) if isinstance(pages, int) else 0
+        return found, pages if isinstance(pages, int) else 0
 
     async def cancel(self, generation_id: str) -> bool:
         """DELETE /api/ai/queue/{id}; False when the server does not know the id."""

@@ -7,6 +7,7 @@ Anything that dies between two of those steps is picked up from the database by 
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -148,6 +149,7 @@ class Runner:
                     tg.start_soon(self._watchdog)
                     tg.start_soon(self._progress_loop)
                     await self._wait_until_done()
+                    await self._settle_details()
                     tg.cancel_scope.cancel()
             except* (_Halt, BatchgenError) as group:
                 raise _first_user_error(group) from None
@@ -555,6 +557,31 @@ class Runner:
         if remote is not None and remote.result_url:
             job.result_url = remote.result_url
             self.store.update_job(job.id, result_url=remote.result_url)
+
+    async def _settle_details(self) -> None:
+        """Fill in what the stream does not say (actual cost, start time, result_url) from the history, in pages
+        of 1,000 rows: a handful of requests for the whole run instead of one per job."""
+        missing = self.store.jobs_missing_details(self.run.id)
+        pages = math.ceil(len(missing) / 1000) + 1 if missing else 0
+        for page in range(1, pages + 1):
+            try:
+                rows, total_pages = await self.client.history_page(page=page)
+            except ApiError:
+                return  # best effort: the estimate stands in for the cost
+            for remote, cost in rows:
+                job_id = missing.pop(remote.generation_id, None)
+                if job_id is None:
+                    continue
+                fields: dict[str, object] = {
+                    "cost": cost,
+                    "started_at": remote.started_at,
+                    "enqueued_at": remote.enqueued_at,
+                }
+                if remote.result_url:
+                    fields["result_url"] = remote.result_url
+                self.store.update_job(job_id, None, **{k: v for k, v in fields.items() if v is not None})
+            if not missing or page >= total_pages:
+                return
 
     # ---- bookkeeping ----------------------------------------------------------------------------------
 

@@ -365,6 +365,19 @@ class Store:
             )
         return int(result.rowcount or 0)
 
+    def jobs_missing_details(self, run_id: int) -> dict[str, int]:
+        """generation_id -> job id for finished jobs whose cost or start time the API has not told us yet."""
+        with self.engine.connect() as db:
+            rows = db.execute(
+                select(JOBS.c.generation_id, JOBS.c.id).where(
+                    JOBS.c.run_id == run_id,
+                    JOBS.c.generation_id.is_not(None),
+                    JOBS.c.status.in_([JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.DOWNLOADING.value]),
+                    (JOBS.c.cost.is_(None)) | (JOBS.c.started_at.is_(None)),
+                )
+            ).all()
+        return {gid: job_id for gid, job_id in rows}
+
     def retry_downloads(self, run_id: int) -> int:
         """Jobs that succeeded remotely but whose file never arrived go back to downloading (never resubmitted)."""
         with self._write() as db:
