@@ -102,3 +102,16 @@ async def test_exactly_once_under_fault(tmp_path: Path, faults: Faults) -> None:
         # the key never travels to a host other than the API's
         assert not [d for d in emu.ledger.downloads if d.authorized and d.host.split(":")[0] != "127.0.0.1"]
     assert summary.exit_code in (0, 1)
+
+
+async def test_stuck_generations_time_out_are_cancelled_and_the_run_ends(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, n_prompts=6)
+    with running_emulator(config(Faults(stuck_rate=0.5))) as emu:
+        summary = await run_against(emu, manifest, tmp_path, options={"job_timeout": 1.0})
+        rows = assert_exactly_once(emu, tmp_path / "state" / "batchgen.db", allow_failed=True)
+        timed_out = [r for r in rows if r.error_class == "timeout"]
+        assert timed_out, "the seed should make some generation stuck"
+        for row in timed_out:
+            remote = emu.state.get(row.generation_id or "")
+            assert remote is not None and remote.status.value == "cancelled"
+    assert summary.exit_code == 1
