@@ -80,7 +80,7 @@ def html_502() -> Response:
 
 def malformed_json(data: Any, status: int = 200) -> Response:
     """A JSON reply cut in half: declared as JSON, unparseable."""
-    body = json.dumps(data).encode()
+    body = json.dumps(data, separators=(",", ":")).encode()
     return Response(body[: max(1, len(body) // 2)], status_code=status, media_type=JSON_TYPE)
 
 
