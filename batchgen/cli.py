@@ -492,6 +492,63 @@ def emulator_command(
     serve(config, host, port)
 
 
+# ---- plan command ----
+
+from decimal import Decimal  # noqa: E402
+
+from batchgen.core.plan import Plan  # noqa: E402
+from batchgen.engine.planning import make_plan  # noqa: E402
+
+PLAN_ROWS_SHOWN = 40  # a 100,000-job table helps nobody; --json has every job
+
+
+@app.command("plan")
+def plan_command(
+    manifest: Annotated[Path, typer.Argument(help="The manifest (YAML) to expand, validate and price.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole plan as JSON on stdout.")] = False,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="API base URL (default: $BATCHGEN_BASE_URL or hub.oxen.ai).")
+    ] = None,
+    emulate: Annotated[bool, typer.Option("--emulate", help="Plan against the built-in emulator.")] = False,
+    max_cost: Annotated[
+        float | None, typer.Option("--max-cost", help="Refuse (exit 2) when the estimate exceeds this many USD.")
+    ] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Use only cached model entries; fetch nothing.")] = False,
+    rows: Annotated[int, typer.Option("--rows", help="How many jobs the table shows.")] = PLAN_ROWS_SHOWN,
+) -> None:
+    """Expand, validate and price a manifest, and show the jobs. Never enqueues anything."""
+    state_dir = Path(os.environ.get("BATCHGEN_STATE_DIR") or "state")
+    api_key = os.environ.get("OXEN_API_KEY") or None
+    url = base_url or os.environ.get("BATCHGEN_BASE_URL") or DEFAULT_BASE_URL
+
+    async def plan_at(where: str, cache_dir: Path) -> Plan:
+        return await make_plan(
+            manifest, base_url=where, api_key=api_key, state_dir=cache_dir, max_cost=max_cost, offline=offline
+        )
+
+    try:
+        if emulate:
+            from batchgen.emulator import EmulatorConfig, running_emulator
+
+            with running_emulator(EmulatorConfig()) as emulator:
+                # The emulator's placeholder prices must never land in the real model cache.
+                plan = anyio.run(plan_at, emulator.base_url, state_dir / "emulator")
+        else:
+            plan = anyio.run(plan_at, url, state_dir)
+    except errors.ManifestError as error:
+        if as_json:
+            problems = [{"where": p.where, "message": p.message, "hint": p.hint} for p in error.problems]
+            print(json.dumps({"valid": False, "problems": problems, "jobs": []}, indent=2))
+        raise
+    for warning in plan.warnings:
+        stderr.print(f"[yellow]warning:[/yellow] {warning}", markup=True, highlight=False)
+    if as_json:
+        print(json.dumps(plan.to_json(), indent=2, ensure_ascii=False, default=str))
+    else:
+        _print_plan(plan, rows)
+    plan.check()
+
+
 def _print_plan(plan: Plan, shown: int) -> None:
     settings = plan.manifest.settings
     stdout.print(
