@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import anyio
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -593,31 +592,45 @@ def _describe_params(params: Any, repeat: int) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+def _user_error_in(group: BaseExceptionGroup[BaseException]) -> errors.BatchgenError | None:
+    """The first BatchgenError inside a task group's exception group (errors raised in tasks arrive wrapped)."""
+    for exc in group.exceptions:
+        if isinstance(exc, errors.BatchgenError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _user_error_in(exc)
+            if found is not None:
+                return found
+    return None
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Usage errors are click's (exit 2); user errors print one clear message."""
     try:
-        result = app(standalone_mode=False)
+        # standalone mode: click (typer's vendored copy) reports usage errors itself with exit code 2
+        app(standalone_mode=True)
     except errors.BatchgenError as error:
         _die(error)
+    except BaseExceptionGroup as group:
+        found = _user_error_in(group)
+        if found is None:
+            _internal_error()
+        _die(found)
     except KeyboardInterrupt:
         stderr.print("interrupted")
         raise SystemExit(EXIT_INTERRUPTED) from None
-    except click.exceptions.Abort:
-        raise SystemExit(EXIT_INTERRUPTED) from None
-    except click.ClickException as error:
-        error.show()
-        raise SystemExit(EXIT_INVALID) from None
-    except click.exceptions.Exit as error:
-        raise SystemExit(error.exit_code) from None
     except Exception:
-        if _verbose:
-            raise
-        import traceback
+        _internal_error()
 
-        stderr.print("[red]internal error[/red] (a bug in batchgen; run with -v for the traceback):")
-        stderr.print(traceback.format_exc().strip().splitlines()[-1])
-        raise SystemExit(70) from None
-    raise SystemExit(result if isinstance(result, int) else EXIT_OK)
+
+def _internal_error() -> NoReturn:
+    if _verbose:
+        raise
+    import traceback
+
+    stderr.print("[red]internal error[/red] (a bug in batchgen; run with -v for the traceback):")
+    stderr.print(traceback.format_exc().strip().splitlines()[-1], markup=False)
+    raise SystemExit(70) from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,65 @@
+"""README command (1), end to end through the real console entry: the demo on the emulator, then the
+commands a user runs next. One subprocess per command, exit codes and outputs checked."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def batchgen(*args: str, cwd: Path, env_db: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "batchgen.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "BATCHGEN_DB": str(env_db), "HOME": str(cwd)},
+    )
+
+
+@pytest.mark.timeout(180)
+def test_demo_runs_end_to_end_and_every_command_reads_it(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "batchgen.db"
+    out = tmp_path / "out"
+    ran = batchgen(
+        "run", str(ROOT / "manifests" / "demo.yaml"), "--emulate", "--out", str(out), cwd=tmp_path, env_db=db
+    )
+    assert ran.returncode == 0, ran.stderr
+    csv_path = Path(ran.stdout.strip().splitlines()[-1])
+    assert csv_path == out / "results.csv"
+    rows = list(csv.DictReader(csv_path.read_text(encoding="utf-8").splitlines()))
+    assert len(rows) == 9 and {r["status"] for r in rows} == {"succeeded"}
+    assert all((tmp_path / r["output_path"]).is_file() or Path(r["output_path"]).is_file() for r in rows)
+    assert "Traceback" not in ran.stderr
+
+    status = batchgen("status", "--json", cwd=tmp_path, env_db=db)
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["run"] == "demo" and data["counts"] == {"succeeded": 9} and data["running"] is False
+
+    again = batchgen(
+        "run", str(ROOT / "manifests" / "demo.yaml"), "--emulate", "--out", str(out), cwd=tmp_path, env_db=db
+    )
+    assert again.returncode == 0 and "9 succeeded" in again.stderr  # nothing redone: the run was already complete
+
+    listed = batchgen("runs", cwd=tmp_path, env_db=db)
+    assert listed.returncode == 0 and "demo" in listed.stdout
+
+    report = tmp_path / "report.html"
+    made = batchgen("report", "-o", str(report), cwd=tmp_path, env_db=db)
+    assert made.returncode == 0, made.stderr
+    assert report.read_text(encoding="utf-8").count("<video") == 8
+
+
+def test_missing_database_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    result = batchgen("status", cwd=tmp_path, env_db=tmp_path / "nowhere" / "x.db")
+    assert result.returncode == 2
+    assert "no state database" in result.stderr and "Traceback" not in result.stderr
