@@ -19,7 +19,6 @@ from typing import Any
 
 from sqlalchemy import Engine, event, func, insert, select, update
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
 from sqlmodel import create_engine
 
 from batchgen.core.jobs import JobRow, JobSpec, JobStatus
@@ -109,7 +108,9 @@ class Store:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StateError(f"cannot create the state directory {path.parent}: {exc.strerror}") from exc
-        engine = create_engine(f"sqlite:///{path}", poolclass=NullPool)
+        # Pooled: a fresh connection per write re-ran the PRAGMAs (journal_mode=WAL takes a lock) and cost more
+        # than the write itself; close() disposes of the pool.
+        engine = create_engine(f"sqlite:///{path}")
         event.listen(engine, "connect", _set_pragmas)
         store = cls(engine, path)
         try:
