@@ -487,6 +487,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks that the benchmark works")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--only", help="comma-separated scenarios (requests,makespan,throughput,plan,resume)")
     args = parser.parse_args()
     if args.client:
         print(json.dumps(run_client(json.loads(args.client))))
@@ -495,17 +496,19 @@ def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="batchgen-bench-") as tmp:
         work = Path(tmp)
-        rows = [
-            *scenario_requests(sizes, work),
-            *scenario_makespan(sizes, work),
-            *scenario_throughput(sizes, work),
-            *scenario_plan(sizes),
-            *scenario_resume(sizes, work),
-        ]
+        scenarios = {
+            "requests": lambda: scenario_requests(sizes, work),
+            "makespan": lambda: scenario_makespan(sizes, work),
+            "throughput": lambda: scenario_throughput(sizes, work),
+            "plan": lambda: scenario_plan(sizes),
+            "resume": lambda: scenario_resume(sizes, work),
+        }
+        chosen = args.only.split(",") if args.only else list(scenarios)
+        rows = [row for name in chosen for row in scenarios[name]()]
     text = table(rows)
     print(text)
     log(f"done in {time.monotonic() - started:.0f} s")
-    if not args.smoke:
+    if not args.smoke and not args.only:
         command = "python benchmarks/bench.py"
         write_report(args.output, text, command)
     return 0

@@ -1,0 +1,53 @@
+"""The benchmark's pieces work end to end at a tiny size: its figures are computed and sane (not fast)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.timeout(60)
+def test_batchgen_and_plain_poller_figures_are_sane(bench: ModuleType, tmp_path: Path) -> None:
+    jobs = 6
+    base = {"jobs": jobs, "concurrency": 3, "download": False, "poll_every": 0.1}
+    with bench.emulator(0.05) as emu:
+        ours = bench.client(emu, {**base, "kind": "batchgen", "workdir": str(tmp_path / "ours")})
+    with bench.emulator(0.05) as emu:
+        plain = bench.client(emu, {**base, "kind": "plain", "workdir": str(tmp_path / "plain")})
+    for report in (ours, plain):
+        assert report["ok"]
+        assert report["ledger"]["created"] == jobs
+        assert len(report["noticed"]) == jobs
+        assert bench.requests_per_job(report, jobs) >= 1.0
+        assert 0.1 <= bench.makespan(report) < 10  # two waves of 0.05 s at least
+        p50, p99 = bench.latencies_ms(report)
+        assert math.isfinite(p50) and 0 <= p50 <= p99 < 5_000
+        assert report["cpu_s"] > 0 and report["peak_rss_mb"] > 10
+    # the plain poller polls each job at least once and sends no stream: one enqueue + >= 1 poll per job
+    assert bench.requests_per_job(plain, jobs) >= 2.0
+
+
+def test_report_keeps_the_prose_around_the_generated_section(bench: ModuleType, tmp_path: Path) -> None:
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("# Benchmarks\n\nprose before\n\n<!-- bench:begin -->\nold\n<!-- bench:end -->\n\nprose after\n")
+    bench.write_report(path, "| a |\n", "python benchmarks/bench.py")
+    text = path.read_text()
+    assert "prose before" in text and "prose after" in text and "old" not in text
+    assert "| a |" in text and "python benchmarks/bench.py" in text and "Machine:" in text
