@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from batchgen.api import RunSummary, run_async
@@ -86,3 +87,12 @@ def assert_exactly_once(emu: RunningEmulator, db: Path, *, allow_failed: bool = 
 @pytest.fixture
 def manifest_factory(tmp_path: Path) -> Callable[..., Path]:
     return lambda **kw: write_manifest(tmp_path, **kw)
+
+
+async def wait_for(predicate: Callable[[], bool], *, within_s: float = 20.0, step: float = 0.02) -> None:
+    """Poll a condition on the emulator's thread (the ledger has no async signal); bounded, fails on timeout."""
+    for _ in range(int(within_s / step)):
+        if predicate():
+            return
+        await anyio.sleep(step)
+    raise AssertionError(f"condition not met within {within_s} s")

@@ -1,0 +1,92 @@
+"""Money and control: credits, budgets, retry of failures, cancel; over loopback against the emulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from batchgen.core.jobs import JobStatus
+from batchgen.emulator import Account, EmulatorConfig, Faults, running_emulator
+from batchgen.engine.cancel import cancel_run
+from batchgen.engine.store import Store
+from batchgen.errors import BudgetError
+from tests.engine.conftest import assert_exactly_once, run_against, wait_for, write_manifest
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def rows_of(db: Path) -> list:  # type: ignore[type-arg]
+    store = Store.open(db, create=False)
+    try:
+        return store.job_rows(store.get_run(None).id)
+    finally:
+        store.close()
+
+
+async def test_running_out_of_credits_stops_submitting_and_says_so(tmp_path: Path) -> None:
+    # sora-2-pro 4 s at the emulator's placeholder $0.30/s is $1.20 a job: $3 pays for two, not three
+    manifest = write_manifest(tmp_path, n_prompts=6)
+    emulator = EmulatorConfig(seed=3, duration_s=0.05, keys={"k": Account("u", credits_usd=3.0)})
+    with running_emulator(emulator) as emu:
+        summary = await run_against(emu, manifest, tmp_path, options={"concurrency": 1})
+        created = len(emu.ledger.created_ids)
+    assert summary.exit_code == 1
+    assert summary.stopped_reason and "credits" in summary.stopped_reason
+    rows = rows_of(tmp_path / "state" / "batchgen.db")
+    pending = [r for r in rows if r.status is JobStatus.PENDING]
+    assert pending, "jobs that could not be paid for stay pending for a later resume"
+    assert created < len(rows)
+
+
+async def test_max_cost_stops_submitting_before_the_budget_is_passed(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, n_prompts=5)  # 5 x $1.20 = $6.00 estimated
+    with running_emulator(EmulatorConfig(seed=3, duration_s=0.05)) as emu:
+        with pytest.raises(BudgetError):
+            await run_against(emu, manifest, tmp_path, max_cost=2.5)
+        assert emu.ledger.enqueues == [], "a plan over budget is refused before anything is sent"
+
+
+async def test_retry_failed_resubmits_only_failed_jobs(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, n_prompts=8)
+    with running_emulator(EmulatorConfig(seed=5, duration_s=0.05, faults=Faults(fail_rate=0.4))) as emu:
+        first = await run_against(emu, manifest, tmp_path)
+        failed = [r.job_key for r in rows_of(tmp_path / "state" / "batchgen.db") if r.status is JobStatus.FAILED]
+        assert first.exit_code == 1 and failed
+        created_before = len(emu.ledger.created_ids)
+        await run_against(emu, manifest, tmp_path, retry_failed=True)
+        # exactly one new generation per failed job, none for the ones that had succeeded
+        assert len(emu.ledger.created_ids) - created_before == len(failed)
+
+
+async def test_cancel_stops_in_flight_generations_remotely(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, n_prompts=4)
+    db = tmp_path / "state" / "batchgen.db"
+    with running_emulator(EmulatorConfig(seed=5, duration_s=30.0)) as emu:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: run_against(emu, manifest, tmp_path))
+            await wait_for(lambda: len(emu.ledger.created_ids) >= 4)
+            tg.cancel_scope.cancel()  # what Ctrl-C does: the runner stops, the generations keep running
+        store = Store.open(db)
+        try:
+            done = await cancel_run(store, store.get_run(None), emu.base_url, emu.api_key)
+        finally:
+            store.close()
+        assert done.remote == 4 and done.local == 4
+        states = {emu.state.get(g).status.value for g in emu.ledger.created_ids}  # type: ignore[union-attr]
+    assert states == {"cancelled"}
+    assert {r.status for r in rows_of(db)} == {JobStatus.CANCELLED}
+
+
+async def test_an_interrupted_run_resumes_without_paying_twice(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, n_prompts=6)
+    db = tmp_path / "state" / "batchgen.db"
+    with running_emulator(EmulatorConfig(seed=9, duration_s=0.5)) as emu:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: run_against(emu, manifest, tmp_path))
+            await wait_for(lambda: len(emu.ledger.created_ids) >= 3)
+            tg.cancel_scope.cancel()
+        summary = await run_against(emu, manifest, tmp_path)
+        assert summary.exit_code == 0
+        assert_exactly_once(emu, db)
