@@ -116,6 +116,7 @@ class Runner:
         self.last_heard: dict[int, float] = {}
         self.slotted: set[int] = set()
         self.halted_submits: str | None = None
+        self.submitter_running = False
         self.committed_cost = 0.0
         self.changed = anyio.Event()
         self.listener: EventListener | None = None
@@ -300,6 +301,9 @@ class Runner:
         return group
 
     async def _submitter(self) -> None:
+        # One submitter at a time: two of them, each holding part of a group's slots while waiting for the rest,
+        # can take every slot between them and wait for each other forever.
+        self.submitter_running = True
         async with anyio.create_task_group() as tg:
             while self.pending and not self.halted_submits:
                 group = self._next_group()
@@ -329,6 +333,7 @@ class Runner:
                     job.status, job.intent_at = JobStatus.SUBMITTING, intent
                     job.attempts += 1
                 tg.start_soon(self._enqueue, held)
+            self.submitter_running = False  # from here on a requeue must start a new one
         self.changed.set()
 
     async def _enqueue(self, group: list[JobState]) -> None:
@@ -376,7 +381,7 @@ class Runner:
             if isinstance(exc, ApiUnreachableError):
                 self.unreachable_since = self.unreachable_since or time.monotonic()
             self.gate.pause(self._backoff(group[0].attempts))
-        if self._tg is not None and not self.halted_submits:
+        if self._tg is not None and not self.halted_submits and not self.submitter_running:
             self._tg.start_soon(self._submitter)
 
     def _backoff(self, attempt: int) -> float:
