@@ -158,6 +158,9 @@ class OxenClient:
             raise EnqueueUnknownError(f"enqueue reply lost: {exc}") from exc
         if response.status_code >= 500:
             raise EnqueueUnknownError(f"enqueue answered HTTP {response.status_code}; it may still have been created")
+        if response.is_success and parse_json(response.text) is None:
+            # a 2xx cut short: the generations exist, only their ids were lost; resending would pay twice
+            raise EnqueueUnknownError(f"enqueue answered HTTP {response.status_code} with a body that is not JSON")
         data = _json_or_raise(response, "POST /api/ai/queue")
         ids = parse_enqueue_reply(data)
         expected = int(body.get("num_generations", 1) or 1)
