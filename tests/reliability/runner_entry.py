@@ -1,0 +1,45 @@
+"""A runner process for the crash tests, with fast timings.
+
+    python tests/reliability/runner_entry.py run  --manifest M --db DB --base-url URL --out DIR
+    python tests/reliability/runner_entry.py resume --db DB --base-url URL
+
+It runs batchgen's Python API as `batchgen run`/`resume` would, but with the timings of the runner tests (the
+CLI's are for a real API: a 60 s safety net), so a test can SIGKILL it at any moment and still finish in seconds.
+The API key comes from OXEN_API_KEY. Exit codes are the CLI's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: make `tests` importable
+
+from batchgen import api, errors
+from batchgen.cli import exit_code_for
+from tests.engine.conftest import FAST, FAST_RETRY
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", choices=["run", "resume"])
+    parser.add_argument("--manifest")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            summary = api.run(args.manifest, db=args.db, base_url=args.base_url, out=args.out, retry=FAST_RETRY, **FAST)
+        else:
+            summary = api.resume(None, db=args.db, base_url=args.base_url, retry=FAST_RETRY, **FAST)
+    except errors.BatchgenError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return exit_code_for(error)
+    print(summary.csv_path)
+    return summary.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

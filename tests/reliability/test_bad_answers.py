@@ -1,0 +1,38 @@
+"""Bad answers the fault matrix of tests/engine only samples lightly: each knob at a rate that makes it certain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchgen.emulator import EmulatorConfig, Faults, running_emulator
+from tests.engine.conftest import assert_exactly_once, run_against, write_manifest
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_a_cut_off_enqueue_reply_is_reconciled_not_resent(tmp_path: Path) -> None:
+    # A 200 whose JSON is cut in half: the generations exist, only their ids are lost. Treating it as "nothing was
+    # created" resends the request and pays twice. Half the enqueues here are cut (the list stays readable).
+    manifest = write_manifest(tmp_path, n_prompts=10)
+    faults = Faults(malformed_json_rate=0.5)
+    with running_emulator(EmulatorConfig(seed=7, time_scale=0.0005, faults=faults)) as emu:
+        summary = await run_against(emu, manifest, tmp_path)
+        assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
+        assert not emu.ledger.duplicate_bodies()
+    assert summary.exit_code == 0
+
+
+async def test_garbage_and_oversized_sse_lines_do_not_break_the_stream(tmp_path: Path) -> None:
+    # every completion comes after a truncated, a 256 KiB, or a meaningless line: the listener must read past them
+    # on the same connection, and the runner must learn every result from the stream, not from the safety net
+    manifest = write_manifest(tmp_path, n_prompts=9)
+    with running_emulator(EmulatorConfig(seed=5, time_scale=0.0005, faults=Faults(sse_garbage_rate=1.0))) as emu:
+        summary = await run_against(emu, manifest, tmp_path, options={"silent_after": 30.0})
+        assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
+        garbage = [e for e in emu.ledger.events if e.event == "garbage"]
+        assert len(garbage) == 9 and any(len(e.data) > 200_000 for e in garbage)  # the oversized kind was sent
+        assert emu.ledger.stream_connections == 1
+        assert emu.ledger.polls == {}
+    assert summary.exit_code == 0
