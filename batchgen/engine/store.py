@@ -146,11 +146,15 @@ class Store:
             "updated_at": now,
         }
         with self._write() as db:
-            existing = db.execute(select(RUNS.c.id).where(RUNS.c.name == name)).scalar()
+            existing = db.execute(
+                select(RUNS.c.id, RUNS.c.name, RUNS.c.owner, RUNS.c.heartbeat_at).where(RUNS.c.name == name)
+            ).first()
             if existing is None:
                 db.execute(insert(RUNS).values(name=name, created_at=now, **values))
             else:
-                db.execute(update(RUNS).where(RUNS.c.id == existing).values(**values))
+                # a live runner reads these settings back (resume, export): a refused second `run` must not change them
+                _refuse_if_held(existing, now)
+                db.execute(update(RUNS).where(RUNS.c.id == existing.id).values(**values))
         return self.get_run(name)
 
     def get_run(self, name: str | None) -> RunInfo:
@@ -207,13 +211,7 @@ class Store:
         now = now or utcnow()
         with self._write() as db:
             row = db.execute(select(RUNS.c.name, RUNS.c.owner, RUNS.c.heartbeat_at).where(RUNS.c.id == run_id)).one()
-            if row.owner and not _lease_is_dead(row.owner, row.heartbeat_at, now):
-                host, pid, _ = row.owner.split(":", 2)
-                age = (now - row.heartbeat_at).total_seconds() if row.heartbeat_at else 0.0
-                raise RunLockedError(
-                    f"run {row.name!r} is being run by process {pid} on {host} (seen {age:.0f} s ago); "
-                    "wait for it to finish, or stop it and then `batchgen resume`"
-                )
+            _refuse_if_held(row, now)
             db.execute(update(RUNS).where(RUNS.c.id == run_id).values(owner=me, heartbeat_at=now))
         return me
 
@@ -466,6 +464,17 @@ def _state_error(path: Path, exc: OperationalError) -> StateError:
     if "disk" in detail or "full" in detail:
         return StateError(f"cannot write the state database {path}: {detail}; free some space and resume")
     return StateError(f"cannot use the state database {path}: {detail}")
+
+
+def _refuse_if_held(row: Any, now: datetime) -> None:
+    """Raise RunLockedError naming the live runner that holds the run `row` (name, owner, heartbeat_at)."""
+    if row.owner and not _lease_is_dead(row.owner, row.heartbeat_at, now):
+        host, pid, _ = row.owner.split(":", 2)
+        age = (now - row.heartbeat_at).total_seconds() if row.heartbeat_at else 0.0
+        raise RunLockedError(
+            f"run {row.name!r} is being run by process {pid} on {host} (seen {age:.0f} s ago); "
+            "wait for it to finish, or stop it and then `batchgen resume`"
+        )
 
 
 def _lease_is_dead(owner: str, heartbeat_at: datetime | None, now: datetime) -> bool:
