@@ -177,6 +177,8 @@ def run_client(spec: dict[str, Any]) -> dict[str, Any]:
             summary = anyio.run(lambda: resume_async(db=db, base_url=spec["base_url"], api_key=KEY, **options))
         else:
             manifest = write_manifest(work, spec["jobs"], spec.get("repeat", 1))
+            if not spec["download"]:
+                watch_successes(db)
             summary = anyio.run(
                 lambda: run_async(
                     manifest,
@@ -203,18 +205,28 @@ def run_client(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def watch_successes(db: Path) -> None:
+    """Create the state database and a trigger that stamps the moment each job row turns succeeded.
+
+    `updated_at` cannot serve: batchgen rewrites it after the run when it fills in costs. The trigger runs
+    inside batchgen's own transaction, so its stamp is when the transition was written (ms precision).
+    """
+    from batchgen.engine.store import Store
+
+    Store.open(db).close()
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        con.execute("CREATE TABLE bench_succeeded (generation_id TEXT, at REAL)")
+        con.execute(
+            "CREATE TRIGGER bench_stamp AFTER UPDATE OF status ON jobs "
+            "WHEN NEW.status = 'succeeded' AND OLD.status != 'succeeded' BEGIN "
+            "INSERT INTO bench_succeeded VALUES (NEW.generation_id, (julianday('now') - 2440587.5) * 86400.0); END"
+        )
+
+
 def recorded_times(db: Path) -> dict[str, float]:
-    """generation id -> batchgen's own record time (`updated_at` of the row; with downloads off, the row turns
-    succeeded in the same step that notices the completion)."""
+    """generation id -> when batchgen recorded it succeeded (downloads off: the step that noticed it)."""
     with contextlib.closing(sqlite3.connect(db)) as con:
-        rows = con.execute("SELECT generation_id, updated_at FROM jobs WHERE status = 'succeeded'").fetchall()
-    times = {}
-    for generation_id, updated in rows:
-        stamp = dt.datetime.fromisoformat(updated)
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=dt.UTC)
-        times[generation_id] = stamp.timestamp()
-    return times
+        return dict(con.execute("SELECT generation_id, at FROM bench_succeeded").fetchall())
 
 
 # ---- figures ---------------------------------------------------------------------------------------------------
