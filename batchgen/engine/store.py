@@ -117,7 +117,11 @@ class Store:
             with engine.begin() as db:
                 apply_migrations(db)
         except OperationalError as exc:
-            raise StateError(f"cannot use the state database {path}: {exc.orig}") from exc
+            if not os.access(path.parent, os.W_OK) or not os.access(path, os.W_OK):  # e.g. a read-only mount
+                raise StateError(
+                    f"the state database {path} is read-only ({exc.orig}); make it writable and resume"
+                ) from exc
+            raise _state_error(path, exc) from exc
         return store
 
     def close(self) -> None:
