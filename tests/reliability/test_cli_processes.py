@@ -75,7 +75,7 @@ def test_a_second_runner_on_a_live_run_is_refused_and_changes_nothing(tmp_path: 
             third = batchgen("resume", "--db", db, key=emu.api_key)
             assert first.poll() is None, "the first runner finished before the others tried: nothing was tested"
             after = run_row(db)
-            stdout, stderr = first.communicate(timeout=60)
+            _, stderr = first.communicate(timeout=60)
         finally:
             first.kill()
         for refused in (second, third):
