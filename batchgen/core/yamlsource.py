@@ -56,7 +56,15 @@ def parse_yaml(text: str, filename: str) -> tuple[LocatedDocument, list[Problem]
 
     Raises YamlSyntaxError (with the line) when the text is not YAML.
     """
-    loader = yaml.SafeLoader(text)
+
+    def syntax_error(line: int, message: str) -> YamlSyntaxError:
+        return YamlSyntaxError(Problem(f"{filename}:{line}", f"YAML syntax error: {message}"))
+
+    try:
+        loader = yaml.SafeLoader(text)  # refuses control characters at once
+    except yaml.reader.ReaderError as error:
+        raise syntax_error(text.count("\n", 0, error.position) + 1, str(error).split("\n")[0]) from None
+    node = None
     try:
         node = loader.get_single_node()
         # Construct before walking: construction flattens merge keys (`<<: *defaults`) in the node tree.
@@ -64,18 +72,47 @@ def parse_yaml(text: str, filename: str) -> tuple[LocatedDocument, list[Problem]
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else 1
-        message = error.problem or str(error)
-        raise YamlSyntaxError(Problem(f"{filename}:{line}", f"YAML syntax error: {message}")) from None
+        raise syntax_error(line, error.problem or str(error)) from None
+    except yaml.reader.ReaderError as error:
+        raise syntax_error(text.count("\n", 0, error.position) + 1, str(error).split("\n")[0]) from None
     except yaml.YAMLError as error:
         raise YamlSyntaxError(Problem(filename, f"YAML error: {error}")) from None
+    except RecursionError:
+        raise syntax_error(loader.get_mark().line + 1, "nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as error:  # an explicit tag its text cannot take: `!!int abc`
+        bad = _unconstructable(node) if node is not None else None
+        line = bad.start_mark.line + 1 if bad is not None else loader.get_mark().line + 1
+        raise syntax_error(
+            line, f"{bad.tag if bad is not None else 'a tagged value'} cannot be read ({error})"
+        ) from None
     finally:
         loader.dispose()
     lines: dict[Path_, int] = {}
     key_lines: dict[Path_, int] = {}
     problems: list[Problem] = []
     if node is not None:
-        _walk(node, (), lines, key_lines, problems, filename)
+        _walk(node, (), lines, key_lines, problems, filename, frozenset())
     return LocatedDocument(filename, value, lines, key_lines), problems
+
+
+def _unconstructable(root: yaml.Node) -> yaml.ScalarNode | None:
+    """The first scalar whose tag its text cannot take, found by constructing each scalar on its own."""
+    stack, seen = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                yaml.SafeLoader("").construct_object(node)
+            except Exception:
+                return node
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(item for pair in reversed(node.value) for item in reversed(pair))
+    return None
 
 
 def _walk(
@@ -85,7 +122,16 @@ def _walk(
     key_lines: dict[Path_, int],
     problems: list[Problem],
     filename: str,
+    ancestors: frozenset[int],
 ) -> None:
+    if id(node) in ancestors:  # `&a [*a]`: a value that contains itself has no end to expand
+        raise YamlSyntaxError(
+            Problem(
+                f"{filename}:{node.start_mark.line + 1}",
+                "YAML syntax error: an alias refers to a value that contains it",
+            )
+        )
+    ancestors = ancestors | {id(node)}
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: dict[str | int, int] = {}
@@ -97,10 +143,10 @@ def _walk(
                 problems.append(Problem(f"{filename}:{line}", f"duplicate key `{key}` (first set on line {seen[key]})"))
             seen[key] = line
             key_lines[(*path, key)] = line
-            _walk(value_node, (*path, key), lines, key_lines, problems, filename)
+            _walk(value_node, (*path, key), lines, key_lines, problems, filename, ancestors)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, (*path, index), lines, key_lines, problems, filename)
+            _walk(item, (*path, index), lines, key_lines, problems, filename, ancestors)
 
 
 def _key_of(node: yaml.Node) -> str | int:
