@@ -84,7 +84,11 @@ class JobState:
 def _set_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
+    # NORMAL: a commit survives a crash of the process (kill -9) but may be lost to a power cut. Every write that
+    # must survive a power cut (the intent to enqueue) is made durable by _WriteTransaction(durable=True), whose
+    # fsync also makes every earlier commit durable; losing a later one only sends a job back a step, from which
+    # the runner recovers by reconciling (never by resending).
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -308,9 +312,9 @@ class Store:
             return set(db.execute(select(JOBS.c.generation_id).where(JOBS.c.generation_id.is_not(None))).scalars())
 
     def record_intent(self, job_ids: Sequence[int]) -> datetime:
-        """Commit the intent to enqueue (status submitting, attempts + 1) before the POST is sent."""
+        """Commit the intent to enqueue (status submitting, attempts + 1) durably, before the POST is sent."""
         now = utcnow()
-        with self._write() as db:
+        with self._write(durable=True) as db:
             db.execute(
                 update(JOBS)
                 .where(JOBS.c.id.in_(list(job_ids)))
@@ -432,31 +436,57 @@ class Store:
         with self.engine.connect() as db:
             return str(db.execute(select(RUNS.c.name).where(RUNS.c.id == run_id)).scalar_one())
 
-    def _write(self) -> _WriteTransaction:
-        return _WriteTransaction(self)
+    def _write(self, *, durable: bool = False) -> _WriteTransaction:
+        return _WriteTransaction(self, durable=durable)
 
 
 class _WriteTransaction:
-    """`with store._write() as db:` a committed transaction that turns SQLite's failures into StateError."""
+    """`with store._write() as db:` a committed transaction that turns SQLite's failures into StateError.
 
-    def __init__(self, store: Store) -> None:
+    durable=True commits with synchronous=FULL (fsync of the WAL before returning): for writes that must
+    survive a power cut. SQLite refuses to change the level inside a transaction, so it is set around it.
+    """
+
+    def __init__(self, store: Store, *, durable: bool = False) -> None:
         self.store = store
-        self._ctx: Any = None
+        self.durable = durable
+        self._conn: Any = None
+        self._txn: Any = None
 
     def __enter__(self) -> Any:
         try:
-            self._ctx = self.store.engine.begin()
-            return self._ctx.__enter__()
+            self._conn = self.store.engine.connect()
+            if self.durable:
+                self._conn.exec_driver_sql("PRAGMA synchronous=FULL")
+                self._conn.commit()
+            self._txn = self._conn.begin()
+            return self._conn
         except OperationalError as exc:
+            self._close()
             raise _state_error(self.store.path, exc) from exc
 
     def __exit__(self, *exc_info: Any) -> None:
         try:
-            self._ctx.__exit__(*exc_info)
+            if exc_info[0] is None:
+                self._txn.commit()
+            else:
+                self._txn.rollback()
         except OperationalError as exc:
             raise _state_error(self.store.path, exc) from exc
+        finally:
+            self._close()
         if exc_info[0] is not None and issubclass(exc_info[0], OperationalError):
             raise _state_error(self.store.path, exc_info[1]) from exc_info[1]
+
+    def _close(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            if self.durable:
+                self._conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+                self._conn.commit()
+        finally:
+            self._conn.close()
 
 
 def _state_error(path: Path, exc: OperationalError) -> StateError:

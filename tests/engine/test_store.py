@@ -96,3 +96,19 @@ def test_read_only_database_is_a_clear_error(tmp_path: Path) -> None:
     store.path.chmod(0o444)
     with pytest.raises(StateError, match="read-only"):
         Store.open(store.path).add_jobs(run_id, [NewJob(JobSpec("m", {"prompt": "a"}))])
+
+
+def test_only_the_intent_to_enqueue_is_committed_with_a_full_fsync(tmp_path: Path) -> None:
+    from sqlalchemy import event
+
+    store, run_id = _store(tmp_path)
+    store.add_jobs(run_id, [NewJob(JobSpec("m", {"prompt": "a"}))])
+    (job,) = store.load_jobs(run_id, [JobStatus.PENDING])
+    levels: list[int] = []
+    event.listen(
+        store.engine, "commit", lambda conn: levels.append(conn.exec_driver_sql("PRAGMA synchronous").scalar())
+    )
+    store.record_intent([job.id])
+    store.record_enqueued([(job.id, "g")])
+    assert levels[0] == 2, "the intent must be fsynced (FULL) before the POST leaves"
+    assert levels[-1] == 1, "later transitions are NORMAL: a crash keeps them, a power cut only sends a job back a step"
