@@ -43,6 +43,7 @@ ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
 UNFINISHED = (JobStatus.PENDING, JobStatus.SUBMITTING, JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.DOWNLOADING)
 EXTENSIONS = {"video": ".mp4", "image": ".png"}
 DOWNLOAD_ATTEMPTS = 12
+INTENT_BATCH = 64  # at most this many intents share one durable commit
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,9 @@ class RunOptions:
     silent_after: float = 60.0  # SSE mode: a job not heard of for this long is polled (the safety net)
     reconcile_grace: float = 1.0  # wait before reading the queue for an enqueue whose reply was lost
     reconcile_tries: int = 5  # then the job is marked unknown and the user decides
-    job_timeout: float | None = 3 * 3600.0  # a generation unfinished this long after its enqueue is cancelled and failed
+    job_timeout: float | None = (
+        3 * 3600.0
+    )  # a generation unfinished this long after its enqueue is cancelled and failed
     unreachable_timeout: float = 600.0  # give up (exit 3, resumable) after this long without any answer
     download_concurrency: int = 8
     max_cost: float | None = None  # stop submitting before committed estimates pass this
@@ -306,35 +309,89 @@ class Runner:
         self.submitter_running = True
         async with anyio.create_task_group() as tg:
             while self.pending and not self.halted_submits:
-                group = self._next_group()
-                while len(group) > self.limit.limit:
-                    self.pending.appendleft(group.pop())
-                held: list[JobState] = []
-                for job in group:  # the whole group waits for room: one enqueue is cheaper than several
-                    await self.limit.acquire(job.id)
-                    self.slotted.add(job.id)
-                    held.append(job)
-                cost = sum(j.estimated_cost or 0.0 for j in held)
-                if self.options.max_cost is not None and self.committed_cost + cost > self.options.max_cost + 1e-9:
-                    for job in reversed(held):
-                        self._free_slot(job)
-                        self.pending.appendleft(job)
-                    self.halted_submits = f"the budget of ${self.options.max_cost:.2f} would be exceeded (${self.committed_cost:.2f} committed)"
+                batch = await self._take_batch()
+                if not batch:
                     break
-                await self.gate.wait_turn()
-                if self.halted_submits:
-                    for job in reversed(held):
-                        self._free_slot(job)
-                        self.pending.appendleft(job)
-                    break
-                self.committed_cost += cost
-                intent = self.store.record_intent([j.id for j in held])
-                for job in held:
+                # one durable commit (one fsync) for every intent of the batch, not one per enqueue
+                jobs = [job for group in batch for job in group]
+                intent = self.store.record_intent([j.id for j in jobs])
+                for job in jobs:
                     job.status, job.intent_at = JobStatus.SUBMITTING, intent
                     job.attempts += 1
-                tg.start_soon(self._enqueue, held)
+                for index, group in enumerate(batch):
+                    await self.gate.wait_turn()
+                    if self.halted_submits:
+                        for unsent in batch[index:]:
+                            self._unsend(unsent)
+                        break
+                    tg.start_soon(self._enqueue, group)
             self.submitter_running = False  # from here on a requeue must start a new one
         self.changed.set()
+
+    async def _take_batch(self) -> list[list[JobState]]:
+        """The next group (waiting for room), then every further group that fits in the slots free right now,
+        within the budget. Each group becomes one enqueue."""
+        batch: list[list[JobState]] = []
+        taken = 0
+        while self.pending and taken < INTENT_BATCH:
+            group = self._next_group()
+            while len(group) > self.limit.limit:
+                self.pending.appendleft(group.pop())
+            held = await self._take_slots(group) if not batch else self._take_slots_now(group)
+            if not held:
+                break
+            cost = sum(j.estimated_cost or 0.0 for j in held)
+            if self.options.max_cost is not None and self.committed_cost + cost > self.options.max_cost + 1e-9:
+                for job in reversed(held):
+                    self._free_slot(job)
+                    self.pending.appendleft(job)
+                if not batch:
+                    self.halted_submits = (
+                        f"the budget of ${self.options.max_cost:.2f} would be exceeded "
+                        f"(${self.committed_cost:.2f} committed)"
+                    )
+                break
+            self.committed_cost += cost
+            batch.append(held)
+            taken += len(held)
+        return batch
+
+    def _take_slots_now(self, group: list[JobState]) -> list[JobState]:
+        """Slots for the whole group if they are free now; otherwise none, and the group goes back in line."""
+        got: list[JobState] = []
+        for job in group:
+            if not self.limit.try_acquire(job.id):
+                for held in got:
+                    self.limit.release(held.id)
+                self.pending.extendleft(reversed(group))
+                return []
+            got.append(job)
+        self.slotted.update(j.id for j in group)
+        return got
+
+    def _unsend(self, group: list[JobState]) -> None:
+        """An intent whose POST was never sent (submitting stopped first): back to pending, nothing to reconcile."""
+        for job in reversed(group):
+            self.committed_cost -= job.estimated_cost or 0.0
+            self._set(job, JobStatus.PENDING)
+            self.pending.appendleft(job)
+
+    async def _take_slots(self, group: list[JobState]) -> list[JobState]:
+        """Slots for the whole group, waiting for room (one enqueue is cheaper than several), but never for more
+        than the limit: a 429 can shrink it below what the group already holds, and then no slot would ever come.
+        The jobs left out go back to the front of the line."""
+        held: list[JobState] = []
+        for index, job in enumerate(group):
+            while not self.limit.try_acquire(job.id):
+                if held and len(held) >= self.limit.limit:
+                    self.pending.extendleft(reversed(group[index:]))
+                    return held
+                with anyio.move_on_after(0.5):  # then look at the limit again
+                    await self.limit.acquire(job.id)
+                    break
+            self.slotted.add(job.id)
+            held.append(job)
+        return held
 
     async def _enqueue(self, group: list[JobState]) -> None:
         body = {"model": group[0].model, **group[0].params}
