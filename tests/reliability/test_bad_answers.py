@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 
 from batchgen.emulator import EmulatorConfig, Faults, running_emulator
@@ -35,4 +36,17 @@ async def test_garbage_and_oversized_sse_lines_do_not_break_the_stream(tmp_path:
         assert len(garbage) == 9 and any(len(e.data) > 200_000 for e in garbage)  # the oversized kind was sent
         assert emu.ledger.stream_connections == 1
         assert emu.ledger.polls == {}
+    assert summary.exit_code == 0
+
+
+async def test_429s_that_shrink_the_limit_below_a_waiting_group_do_not_stall_the_run(tmp_path: Path) -> None:
+    # groups of 3 identical requests wait for slots while 429s halve the limit (8 -> 4 -> 2 -> 1): a group that
+    # holds 2 slots of a limit of 2 must be sent as it is, not wait for a third slot that can never come
+    manifest = write_manifest(tmp_path, n_prompts=8, repeat=3, extra="concurrency: 8\n").read_text()
+    (tmp_path / "batch.yaml").write_text(manifest.replace("concurrency: 4\n", ""), encoding="utf-8")
+    faults = Faults(enqueue_429_rate=0.5, retry_after=0.01)
+    with running_emulator(EmulatorConfig(seed=3, duration_s=0.2, faults=faults)) as emu:
+        with anyio.fail_after(40):
+            summary = await run_against(emu, tmp_path / "batch.yaml", tmp_path)
+        assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
     assert summary.exit_code == 0
