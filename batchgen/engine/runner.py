@@ -194,11 +194,11 @@ class Runner:
             seen.add(key)
 
     async def _wait_until_done(self) -> None:
+        # self.jobs holds only unfinished jobs (_set drops the others), so this check is O(1) until submitting halts
         while True:
-            unfinished = [j for j in self.jobs.values() if j.status in UNFINISHED]
-            if not unfinished:
+            if not self.jobs:
                 return
-            if self.halted_submits and all(j.status is JobStatus.PENDING for j in unfinished):
+            if self.halted_submits and all(j.status is JobStatus.PENDING for j in self.jobs.values()):
                 return  # nothing in flight, and nothing more may be submitted
             self.changed = anyio.Event()
             with anyio.move_on_after(1.0):
@@ -209,10 +209,11 @@ class Runner:
     def _set(self, job: JobState, status: JobStatus, **fields: object) -> None:
         self.store.update_job(job.id, status, **fields)
         job.status = status
-        if status.is_terminal or status is JobStatus.DOWNLOADING or status is JobStatus.PENDING:
+        if status.is_terminal or status in (JobStatus.DOWNLOADING, JobStatus.PENDING, JobStatus.UNKNOWN):
             self._free_slot(job)
         if status.is_terminal:
             self.finished_times.append(time.monotonic())
+        if status.is_terminal or status is JobStatus.UNKNOWN:  # nothing more this run can do for it
             self.jobs.pop(job.id, None)
         self.changed.set()
 

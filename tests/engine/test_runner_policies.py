@@ -90,3 +90,30 @@ async def test_an_interrupted_run_resumes_without_paying_twice(tmp_path: Path) -
         summary = await run_against(emu, manifest, tmp_path)
         assert summary.exit_code == 0
         assert_exactly_once(emu, db)
+
+
+async def test_an_undecidable_enqueue_is_marked_unknown_frees_its_slot_and_is_resent_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    from batchgen.api import resume_async
+    from tests.engine.conftest import FAST, FAST_RETRY
+
+    # every enqueue reply is lost and most queue reads come back malformed: some outcomes cannot be decided
+    faults = Faults(lost_reply_rate=1.0, malformed_json_rate=0.6)
+    manifest = write_manifest(tmp_path, n_prompts=8)
+    db = tmp_path / "state" / "batchgen.db"
+    with running_emulator(EmulatorConfig(seed=11, duration_s=0.05, faults=faults)) as emu:
+        # concurrency 2: if an unknown job kept its slot, the run would stall after two of them
+        summary = await run_against(emu, manifest, tmp_path, options={"reconcile_tries": 1, "concurrency": 2})
+        unknown = [r for r in rows_of(db) if r.status is JobStatus.UNKNOWN]
+        assert unknown, "the seed should leave some enqueue undecidable"
+        assert summary.exit_code == 1
+        sent_before = len(emu.ledger.enqueues)
+        # a plain resume leaves them alone: nothing is sent for them without the user's say-so
+        await resume_async(db=db, base_url=emu.base_url, api_key=emu.api_key, retry=FAST_RETRY, **FAST)
+        assert len(emu.ledger.enqueues) == sent_before
+        assert {r.job_key for r in rows_of(db) if r.status is JobStatus.UNKNOWN} == {r.job_key for r in unknown}
+        await resume_async(
+            db=db, base_url=emu.base_url, api_key=emu.api_key, retry=FAST_RETRY, resubmit_unknown=True, **FAST
+        )
+        assert len(emu.ledger.enqueues) > sent_before
