@@ -60,9 +60,8 @@ class RunOptions:
     silent_after: float = 60.0  # SSE mode: a job not heard of for this long is polled (the safety net)
     reconcile_grace: float = 1.0  # wait before reading the queue for an enqueue whose reply was lost
     reconcile_tries: int = 5  # then the job is marked unknown and the user decides
-    job_timeout: float | None = (
-        3 * 3600.0
-    )  # a generation unfinished this long after its enqueue is cancelled and failed
+    # a generation still unfinished this long after its enqueue is cancelled and failed
+    job_timeout: float | None = 3 * 3600.0
     unreachable_timeout: float = 600.0  # give up (exit 3, resumable) after this long without any answer
     download_concurrency: int = 8
     max_cost: float | None = None  # stop submitting before committed estimates pass this

@@ -68,6 +68,7 @@ async def test_cancel_stops_in_flight_generations_remotely(tmp_path: Path) -> No
             tg.start_soon(lambda: run_against(emu, manifest, tmp_path))
             await wait_for(lambda: len(emu.ledger.created_ids) >= 4)
             tg.cancel_scope.cancel()  # what Ctrl-C does: the runner stops, the generations keep running
+        # whether or not the runner had recorded every generation id, cancel finds and stops all four
         store = Store.open(db)
         try:
             done = await cancel_run(store, store.get_run(None), emu.base_url, emu.api_key)
@@ -77,6 +78,26 @@ async def test_cancel_stops_in_flight_generations_remotely(tmp_path: Path) -> No
         states = {emu.state.get(g).status.value for g in emu.ledger.created_ids}  # type: ignore[union-attr]
     assert states == {"cancelled"}
     assert {r.status for r in rows_of(db)} == {JobStatus.CANCELLED}
+
+
+async def test_cancel_also_stops_generations_whose_enqueue_reply_was_lost(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, n_prompts=3)
+    db = tmp_path / "state" / "batchgen.db"
+    with running_emulator(EmulatorConfig(seed=5, duration_s=30.0, faults=Faults(lost_reply_rate=1.0))) as emu:
+        async with anyio.create_task_group() as tg:
+            # the runner waits long before reconciling, so it is stopped while its jobs are still `submitting`
+            tg.start_soon(lambda: run_against(emu, manifest, tmp_path, options={"reconcile_grace": 30.0}))
+            await wait_for(lambda: len(emu.ledger.created_ids) >= 3)
+            tg.cancel_scope.cancel()
+        assert {r.status for r in rows_of(db)} == {JobStatus.SUBMITTING}
+        store = Store.open(db)
+        try:
+            done = await cancel_run(store, store.get_run(None), emu.base_url, emu.api_key)
+        finally:
+            store.close()
+        states = {emu.state.get(g).status.value for g in emu.ledger.created_ids}  # type: ignore[union-attr]
+    assert done.remote == 3 and states == {"cancelled"}
+    assert {r.generation_id for r in rows_of(db)} == set(emu.ledger.created_ids)
 
 
 async def test_an_interrupted_run_resumes_without_paying_twice(tmp_path: Path) -> None:
