@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from batchgen.core.jobs import JobStatus, canonical_json
@@ -238,18 +239,18 @@ class Runner:
         elif remote.status == "succeeded":
             job.download_url = remote.download_url or job.download_url
             job.result_url = remote.result_url or job.result_url
+            downloading = self.options.download and self._tg is not None
+            # with downloads off the job is done now: one commit instead of two on the path that frees a slot
             self._set(
                 job,
-                JobStatus.DOWNLOADING,
+                JobStatus.DOWNLOADING if downloading else JobStatus.SUCCEEDED,
                 result_url=job.result_url,
                 download_url=job.download_url,
                 completed_at=remote.completed_at or datetime.now(UTC),
                 **({"started_at": remote.started_at} if remote.started_at else {}),
             )
-            if self.options.download and self._tg is not None:
+            if downloading and self._tg is not None:
                 self._tg.start_soon(self._download, job)
-            else:
-                self._set(job, JobStatus.SUCCEEDED)
         elif remote.status == "failed":
             error = remote.error or "failed without a message"
             klass = _failure_class(error)
@@ -337,7 +338,12 @@ class Runner:
             group = self._next_group()
             while len(group) > self.limit.limit:
                 self.pending.appendleft(group.pop())
-            held = await self._take_slots(group) if not batch else self._take_slots_now(group)
+            if batch:
+                held = self._take_slots_now(group)
+            else:
+                held = await self._take_slots(group)
+                # let the listener finish the completions already read: their slots join this batch
+                await anyio.lowlevel.checkpoint()
             if not held:
                 break
             cost = sum(j.estimated_cost or 0.0 for j in held)
