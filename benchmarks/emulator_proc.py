@@ -84,6 +84,9 @@ def main() -> None:
         log_level="warning",
         log_config=None,
         timeout_graceful_shutdown=1,
+        # uvicorn's 5 s default closes idle keep-alive connections just as a 5 s poller reuses them, a race of
+        # the test server rather than of the API (nginx, in front of most APIs, keeps them 75 s)
+        timeout_keep_alive=75,
     )
     uvicorn.Server(server_config).run()
 

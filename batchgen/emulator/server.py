@@ -65,6 +65,9 @@ def _uvicorn_config(svc: Services, host: str, port: int, *, quiet: bool) -> uvic
         log_level="warning" if quiet else "info",
         log_config=None if quiet else uvicorn.config.LOGGING_CONFIG,
         timeout_graceful_shutdown=2,
+        # uvicorn's 5 s default closes idle keep-alive connections just as a 5 s poller reuses them, a race of
+        # the test server rather than of the API (nginx, in front of most APIs, keeps them 75 s)
+        timeout_keep_alive=75,
     )
 
 
