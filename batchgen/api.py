@@ -21,8 +21,9 @@ from batchgen.core.export import write_csv
 from batchgen.core.jobs import JobStatus
 from batchgen.core.progress import Progress
 from batchgen.engine.client import OxenClient, RetryPolicy
+from batchgen.engine.options import RunOptions
 from batchgen.engine.planning import make_plan
-from batchgen.engine.runner import Runner, RunOptions, RunOutcome
+from batchgen.engine.runner import Runner
 from batchgen.engine.store import NewJob, RunInfo, Store
 from batchgen.errors import OutputError
 
@@ -38,7 +39,6 @@ class RunSummary:
     counts: dict[JobStatus, int]
     csv_path: Path | None
     out_dir: Path
-    interrupted: bool
     stopped_reason: str | None
     elapsed_s: float
     requests: int
@@ -50,8 +50,6 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        if self.interrupted:
-            return 130
         return 0 if set(self.counts) <= {JobStatus.SUCCEEDED} else 1
 
 
@@ -106,25 +104,14 @@ async def _execute(
     new_jobs: int,
 ) -> RunSummary:
     out_dir = Path(run.out_dir)
-    interrupted = False
-    outcome: RunOutcome | None = None
     async with OxenClient(base_url, api_key, retry=retry) as client:
-        runner = Runner(store, client, run, out_dir, options, on_progress)
-        try:
-            outcome = await runner.execute()
-        except anyio.get_cancelled_exc_class():
-            interrupted = True
-            raise
-        finally:
-            if outcome is None:
-                outcome = RunOutcome(run.name, store.status_counts(run.id), interrupted=True)
+        outcome = await Runner(store, client, run, out_dir, options, on_progress).execute()
     csv_path = write_results_csv(store, run, out_dir)
     return RunSummary(
         run=run.name,
         counts=outcome.counts,
         csv_path=csv_path,
         out_dir=out_dir,
-        interrupted=interrupted,
         stopped_reason=outcome.stopped_reason,
         elapsed_s=outcome.elapsed_s,
         requests=outcome.requests,

@@ -21,6 +21,39 @@ class Progress:
     concurrency: int
     stream_connected: bool
 
+    @classmethod
+    def measure(
+        cls,
+        *,
+        run: str,
+        counts: Mapping[JobStatus, int],
+        elapsed_s: float,
+        finish_times: list[float],
+        cost_so_far: float,
+        estimated_total: float,
+        concurrency: int,
+        stream_connected: bool,
+    ) -> Progress:
+        """A snapshot with throughput and ETA computed from the monotonic times of recent finishes."""
+        window = finish_times
+        span = window[-1] - window[0] if len(window) > 1 else 0.0
+        rate = (len(window) - 1) / span * 60 if span > 0 else 0.0
+        unfinished = sum(
+            n for status, n in counts.items() if not status.is_terminal and status is not JobStatus.UNKNOWN
+        )
+        return cls(
+            run=run,
+            counts=counts,
+            total=sum(counts.values()),
+            elapsed_s=elapsed_s,
+            finished_per_min=rate,
+            eta_s=unfinished / rate * 60 if rate > 0 else None,
+            cost_so_far=cost_so_far,
+            estimated_total=estimated_total,
+            concurrency=concurrency,
+            stream_connected=stream_connected,
+        )
+
     @property
     def finished(self) -> int:
         return sum(self.counts.get(s, 0) for s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED))

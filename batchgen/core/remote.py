@@ -153,6 +153,18 @@ def error_kind(status: int, body: Any) -> str:
     return "rejected"
 
 
+def failure_class(error: str) -> str:
+    """Classify a generation's failure text: insufficient_credits, moderation, validation or remote."""
+    text = error.lower()
+    if "insufficient credit" in text:
+        return "insufficient_credits"
+    if "moderation" in text or "content policy" in text or "safety" in text:
+        return "moderation"
+    if "422" in text or "value error" in text or "invalid" in text:
+        return "validation"
+    return "remote"
+
+
 def parse_json(text: str) -> Any:
     """JSON text to a value, or None when it is not JSON (an HTML error page, a truncated body)."""
     try:

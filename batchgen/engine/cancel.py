@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import anyio
 
 from batchgen.core.jobs import JobStatus
-from batchgen.core.matching import assign_orphans
 from batchgen.engine.client import OxenClient
-from batchgen.engine.store import JobState, RunInfo, Store
+from batchgen.engine.reconcile import find_orphans
+from batchgen.engine.store import RunInfo, Store
 from batchgen.errors import ApiError, AuthError
 
 
@@ -41,36 +41,24 @@ async def cancel_run(store: Store, run: RunInfo, base_url: str, api_key: str | N
                     except ApiError:
                         pass
 
-            orphans = await _find_orphans(client, store, [j for j in unfinished if j.status is JobStatus.SUBMITTING])
+            submitting = [j for j in unfinished if j.status is JobStatus.SUBMITTING]
+            try:  # generations created by enqueues whose reply never arrived: only active ones need stopping
+                found = await find_orphans(client, submitting, store.owned_generation_ids(), finished_too=False)
+            except AuthError:
+                raise
+            except ApiError:
+                found = {}
+            orphans = {job_id: generation.generation_id for job_id, generation in found.items()}
             async with anyio.create_task_group() as tg:
                 for job in unfinished:
                     generation_id = job.generation_id or orphans.get(job.id)
                     if generation_id:
                         tg.start_soon(one, generation_id)
         for job in unfinished:
-            found = {"generation_id": orphans[job.id]} if job.id in orphans else {}
+            adopted = {"generation_id": orphans[job.id]} if job.id in orphans else {}
             store.update_job(
-                job.id, JobStatus.CANCELLED, error="cancelled by the user", error_class="cancelled", **found
+                job.id, JobStatus.CANCELLED, error="cancelled by the user", error_class="cancelled", **adopted
             )
     finally:
         store.release_run(run.id, owner)
     return Cancelled(remote, len(unfinished))
-
-
-async def _find_orphans(client: OxenClient, store: Store, submitting: list[JobState]) -> dict[int, str]:
-    """Generations created by enqueues whose reply never arrived (the runner stopped mid-request): found in the
-    active queue the same way the runner reconciles them, so cancelling a run stops them too."""
-    found: dict[int, str] = {}
-    owned = store.owned_generation_ids()
-    for model in sorted({j.model for j in submitting}):
-        try:
-            active = await client.list_queue(model=model)
-        except AuthError:
-            raise
-        except ApiError:
-            continue
-        jobs = [(j.id, j.model, j.params, j.intent_at) for j in submitting if j.model == model]
-        for job_id, generation in assign_orphans(jobs, active, owned).items():
-            found[job_id] = generation.generation_id
-            owned.add(generation.generation_id)
-    return found

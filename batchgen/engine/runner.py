@@ -7,11 +7,9 @@ Anything that dies between two of those steps is picked up from the database by 
 
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,12 +18,15 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from batchgen.core.jobs import JobStatus, canonical_json
-from batchgen.core.matching import assign_orphans
-from batchgen.core.progress import Progress, safe_file_stem
-from batchgen.core.remote import RemoteGeneration
+from batchgen.core.progress import Progress
+from batchgen.core.remote import RemoteGeneration, failure_class
 from batchgen.engine.client import OxenClient
+from batchgen.engine.downloads import destination, fetch_result, refresh_result_url
 from batchgen.engine.events import EventListener
+from batchgen.engine.options import RunOptions, RunOutcome
+from batchgen.engine.reconcile import current_state, find_orphans
 from batchgen.engine.scheduler import AdaptiveLimit, SubmitGate
+from batchgen.engine.settle import settle_details
 from batchgen.engine.store import JobState, RunInfo, Store
 from batchgen.errors import (
     ApiError,
@@ -42,49 +43,7 @@ from batchgen.errors import (
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
 UNFINISHED = (JobStatus.PENDING, JobStatus.SUBMITTING, JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.DOWNLOADING)
-EXTENSIONS = {"video": ".mp4", "image": ".png"}
-DOWNLOAD_ATTEMPTS = 12
 INTENT_BATCH = 64  # at most this many intents share one durable commit
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """How a run behaves; every default is what a user running real jobs wants."""
-
-    concurrency: int = 4
-    download: bool = True
-    poll_only: bool = False
-    submit_rate: float = 10.0  # enqueues per second at most
-    batch_repeats: bool = True  # identical requests share one enqueue via num_generations
-    max_per_enqueue: int = 4
-    poll_interval: float = 10.0  # poll-only mode: how often the active list is read
-    silent_after: float = 60.0  # SSE mode: a job not heard of for this long is polled (the safety net)
-    reconcile_grace: float = 1.0  # wait before reading the queue for an enqueue whose reply was lost
-    reconcile_tries: int = 5  # then the job is marked unknown and the user decides
-    # a generation still unfinished this long after its enqueue is cancelled and failed
-    job_timeout: float | None = 3 * 3600.0
-    unreachable_timeout: float = 600.0  # give up (exit 3, resumable) after this long without any answer
-    download_concurrency: int = 8
-    max_cost: float | None = None  # stop submitting before committed estimates pass this
-    resubmit_unknown: bool = False
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-
-
-@dataclass(slots=True)
-class RunOutcome:
-    run: str
-    counts: dict[JobStatus, int]
-    interrupted: bool = False
-    stopped_reason: str | None = None
-    elapsed_s: float = 0.0
-    requests: int = 0
-    stream_connections: int = 0
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def all_succeeded(self) -> bool:
-        return set(self.counts) <= {JobStatus.SUCCEEDED}
 
 
 class _Halt(Exception):
@@ -154,7 +113,7 @@ class Runner:
                     tg.start_soon(self._watchdog)
                     tg.start_soon(self._progress_loop)
                     await self._wait_until_done()
-                    await self._settle_details()
+                    await settle_details(self.client, self.store, self.run.id)
                     tg.cancel_scope.cancel()
             except* (_Halt, BatchgenError) as group:
                 raise _first_user_error(group) from None
@@ -253,7 +212,7 @@ class Runner:
                 self._tg.start_soon(self._download, job)
         elif remote.status == "failed":
             error = remote.error or "failed without a message"
-            klass = _failure_class(error)
+            klass = failure_class(error)
             if klass == "insufficient_credits":
                 self.halted_submits = f"the account ran out of credits ({error}); add credits, then `batchgen resume`"
             self._set(
@@ -452,20 +411,16 @@ class Runner:
 
     async def _reconcile_submitting(self, group: list[JobState]) -> None:
         """An enqueue may or may not have created generations: find them in the queue before anything is resent."""
-        model = group[0].model
         for attempt in range(1, self.options.reconcile_tries + 1):
             await anyio.sleep(self.options.reconcile_grace * attempt)
             try:
-                candidates: list[RemoteGeneration] = []
-                candidates += await self.client.list_queue(model=model)
-                for status in ("succeeded", "failed", "cancelled"):
-                    candidates += await self.client.list_queue(model=model, status=status)
-            except AuthError as exc:
-                raise _Halt(exc) from exc
+                found = await find_orphans(
+                    self.client, group, self.store.owned_generation_ids() | set(self.by_generation)
+                )
+            except AuthError:
+                raise
             except ApiError:
                 continue
-            owned = self.store.owned_generation_ids() | set(self.by_generation)
-            found = assign_orphans([(j.id, j.model, j.params, j.intent_at) for j in group], candidates, owned)
             if found:
                 self.store.record_enqueued([(job_id, gen.generation_id) for job_id, gen in found.items()])
             for job in group:
@@ -541,12 +496,9 @@ class Runner:
                 await self._observe(remote)
                 continue
             try:
-                remote = await self.client.get_generation(job.generation_id or "")
-                if remote is None:  # legacy API: 404 once terminal; the history row tells how it ended
-                    details = await self.client.get_generation_details(job.generation_id or "")
-                    remote = details[0] if details else None
-            except AuthError as exc:
-                raise _Halt(exc) from exc
+                remote = await current_state(self.client, job.generation_id or "")
+            except AuthError:
+                raise
             except ApiError:
                 continue
             if remote is None:
@@ -587,78 +539,32 @@ class Runner:
 
     # ---- downloads ------------------------------------------------------------------------------------
 
-    def destination(self, job: JobState) -> Path:
-        stem = safe_file_stem(self.run.name, job.key, job.prompt_slug_source)
-        return self.out_dir / f"{stem}{EXTENSIONS.get(job.media_type, '.bin')}"
-
     async def _download(self, job: JobState) -> None:
-        """Fetch the result now (presigned URLs expire): the event's URL first, then result_url, refreshed
-        from the status row when both are refused. A paid result that cannot be fetched stays recoverable:
-        it is marked failed with error_class "download", and the next run or resume downloads it again."""
-        dest = self.destination(job)
+        """Fetch the result now (presigned URLs expire). A paid result that cannot be fetched stays recoverable:
+        it is marked failed with error_class "download", and the next run or resume fetches it again."""
+        dest = destination(self.out_dir, self.run.name, job)
         async with self.downloads:
-            for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
-                if attempt > 1 and (attempt % 3 == 0 or not job.result_url):
-                    await self._refresh_result_url(job)
-                urls = [u for u in (job.download_url if attempt < 3 else None, job.result_url) if u]
-                wait = self._backoff(attempt)
-                for url in urls:
-                    try:
-                        digest, size = await self.client.download(url, dest)
-                    except RequestRejectedError:
-                        continue  # an expired presigned URL: try the next one
-                    except RateLimitedError as exc:
-                        wait = exc.retry_after if exc.retry_after is not None else wait
-                        continue
-                    except (ServerError, ApiUnreachableError):
-                        continue
-                    except OSError as exc:
-                        raise _Halt(
-                            OutputError(f"cannot write {dest}: {exc.strerror}; fix it, then `batchgen resume`")
-                        ) from exc
-                    self._set(job, JobStatus.SUCCEEDED, output_path=str(dest), sha256=digest, bytes=size)
-                    return
-                await anyio.sleep(wait)
-        self._set(
-            job,
-            JobStatus.FAILED,
-            error="the result could not be downloaded (it is paid for: resume retries it)",
-            error_class="download",
-        )
-
-    async def _refresh_result_url(self, job: JobState) -> None:
-        try:
-            remote = await self.client.get_generation(job.generation_id or "")
-        except ApiError:
-            return
-        if remote is not None and remote.result_url:
-            job.result_url = remote.result_url
-            self.store.update_job(job.id, result_url=remote.result_url)
-
-    async def _settle_details(self) -> None:
-        """Fill in what the stream does not say (actual cost, start time, result_url) from the history, in pages
-        of 1,000 rows: a handful of requests for the whole run instead of one per job."""
-        missing = self.store.jobs_missing_details(self.run.id)
-        pages = math.ceil(len(missing) / 1000) + 1 if missing else 0
-        for page in range(1, pages + 1):
             try:
-                rows, total_pages = await self.client.history_page(page=page)
-            except ApiError:
-                return  # best effort: the estimate stands in for the cost
-            for remote, cost in rows:
-                job_id = missing.pop(remote.generation_id, None)
-                if job_id is None:
-                    continue
-                fields: dict[str, object] = {
-                    "cost": cost,
-                    "started_at": remote.started_at,
-                    "enqueued_at": remote.enqueued_at,
-                }
-                if remote.result_url:
-                    fields["result_url"] = remote.result_url
-                self.store.update_job(job_id, None, **{k: v for k, v in fields.items() if v is not None})
-            if not missing or page >= total_pages:
-                return
+                fetched = await fetch_result(
+                    self.client,
+                    job,
+                    dest,
+                    attempts=self.options.download_attempts,
+                    backoff=self._backoff,
+                    refresh=lambda: refresh_result_url(self.client, self.store, job),
+                )
+            except OutputError as exc:
+                raise _Halt(exc) from exc
+        if fetched is None:
+            self._set(
+                job,
+                JobStatus.FAILED,
+                error="the result could not be downloaded (it is paid for: resume retries it)",
+                error_class="download",
+            )
+            return
+        digest, size = fetched
+        self._set(job, JobStatus.SUCCEEDED, output_path=str(dest), sha256=digest, bytes=size)
 
     # ---- bookkeeping ----------------------------------------------------------------------------------
 
@@ -675,20 +581,13 @@ class Runner:
     def _emit_progress(self) -> None:
         if self.on_progress is None:
             return
-        counts = self.store.status_counts(self.run.id)
         estimated, spent = self.store.cost_totals(self.run.id)
-        total = sum(counts.values())
-        window = list(self.finished_times)
-        rate = (len(window) - 1) / (window[-1] - window[0]) * 60 if len(window) > 1 and window[-1] > window[0] else 0.0
-        remaining = sum(counts.get(s, 0) for s in UNFINISHED)
         self.on_progress(
-            Progress(
+            Progress.measure(
                 run=self.run.name,
-                counts=counts,
-                total=total,
+                counts=self.store.status_counts(self.run.id),
                 elapsed_s=time.monotonic() - self.started,
-                finished_per_min=rate,
-                eta_s=remaining / rate * 60 if rate > 0 else None,
+                finish_times=list(self.finished_times),
                 cost_so_far=spent,
                 estimated_total=estimated,
                 concurrency=self.limit.limit,
@@ -707,17 +606,6 @@ def _first_user_error(group: BaseExceptionGroup[BaseException]) -> BaseException
             return _first_user_error(exc)
         return exc.error if isinstance(exc, _Halt) else exc
     return group
-
-
-def _failure_class(error: str) -> str:
-    text = error.lower()
-    if "insufficient credit" in text:
-        return "insufficient_credits"
-    if "moderation" in text or "content policy" in text or "safety" in text:
-        return "moderation"
-    if "422" in text or "value error" in text or "invalid" in text:
-        return "validation"
-    return "remote"
 
 
 __all__ = ["RunOptions", "RunOutcome", "Runner"]

@@ -1,0 +1,44 @@
+"""What a run is told (RunOptions) and what it reports back (RunOutcome)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batchgen.core.jobs import JobStatus
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How a run behaves; every default is what a user running real jobs wants."""
+
+    concurrency: int = 4
+    download: bool = True
+    poll_only: bool = False
+    submit_rate: float = 10.0  # enqueues per second at most
+    batch_repeats: bool = True  # identical requests share one enqueue via num_generations
+    max_per_enqueue: int = 4
+    poll_interval: float = 10.0  # poll-only mode: how often the active list is read
+    silent_after: float = 60.0  # SSE mode: a job not heard of for this long is polled (the safety net)
+    reconcile_grace: float = 1.0  # wait before reading the queue for an enqueue whose reply was lost
+    reconcile_tries: int = 5  # then the job is marked unknown and the user decides
+    # a generation still unfinished this long after its enqueue is cancelled and failed
+    job_timeout: float | None = 3 * 3600.0
+    unreachable_timeout: float = 600.0  # give up (exit 3, resumable) after this long without any answer
+    download_concurrency: int = 8
+    download_attempts: int = 12
+    max_cost: float | None = None  # stop submitting before committed estimates pass this
+    resubmit_unknown: bool = False
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    """How one runner's pass over a run ended."""
+
+    run: str
+    counts: dict[JobStatus, int]
+    stopped_reason: str | None = None  # why submitting stopped early (credits, budget), if it did
+    elapsed_s: float = 0.0
+    requests: int = 0
+    stream_connections: int = 0
