@@ -8,6 +8,7 @@ variants with `await`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -42,7 +43,8 @@ class RunSummary:
     stopped_reason: str | None
     elapsed_s: float
     requests: int
-    new_jobs: int = 0
+    new_jobs: int = 0  # jobs this run added to the database (an edited manifest adds only its new ones)
+    retired_jobs: int = 0  # pending jobs cancelled because the edited manifest no longer has them
 
     @property
     def total(self) -> int:
@@ -102,6 +104,7 @@ async def _execute(
     on_progress: Callable[[Progress], None] | None,
     retry: RetryPolicy | None,
     new_jobs: int,
+    retired_jobs: int = 0,
 ) -> RunSummary:
     out_dir = Path(run.out_dir)
     async with OxenClient(base_url, api_key, retry=retry) as client:
@@ -116,6 +119,7 @@ async def _execute(
         elapsed_s=outcome.elapsed_s,
         requests=outcome.requests,
         new_jobs=new_jobs,
+        retired_jobs=retired_jobs,
     )
 
 
@@ -156,7 +160,7 @@ async def run_async(
             run = store.ensure_run(
                 plan.manifest.name,
                 manifest_path=str(plan.manifest.path),
-                manifest_sha256="",
+                manifest_sha256=hashlib.sha256(await anyio.Path(plan.manifest.path).read_bytes()).hexdigest(),
                 base_url=url,
                 out_dir=str(out_dir),
                 settings={
@@ -167,6 +171,7 @@ async def run_async(
                 },
             )
             added = store.add_jobs(run.id, [NewJob(j.spec, j.estimated_cost, j.media_type) for j in plan.jobs])
+            retired = store.retire_jobs(run.id, {j.spec.key for j in plan.jobs})
             if retry_failed:
                 store.reset_jobs(run.id, [JobStatus.FAILED, JobStatus.CANCELLED])
             return await _execute(
@@ -178,6 +183,7 @@ async def run_async(
                 on_progress=on_progress,
                 retry=retry,
                 new_jobs=added,
+                retired_jobs=retired,
             )
         finally:
             store.close()

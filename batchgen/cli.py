@@ -155,6 +155,8 @@ def _finish(summary: RunSummary | None, db: Path | None, run_name: str | None) -
         raise SystemExit(EXIT_INTERRUPTED)
     counts = ", ".join(f"{n} {s.value}" for s, n in summary.counts.items())
     stderr.print(f"run {summary.run!r}: {counts} in {summary.elapsed_s:.1f} s ({summary.requests} API requests)")
+    if summary.retired_jobs:
+        stderr.print(f"{summary.retired_jobs} pending job(s) no longer in the manifest were cancelled")
     if summary.stopped_reason:
         stderr.print(f"[yellow]stopped submitting:[/yellow] {summary.stopped_reason}")
     unknown = summary.counts.get(JobStatus.UNKNOWN, 0)

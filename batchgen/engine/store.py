@@ -260,6 +260,27 @@ class Store:
                 db.execute(insert(JOBS), rows)
         return len(rows)
 
+    def retire_jobs(self, run_id: int, keep: set[str]) -> int:
+        """Cancel the pending jobs whose key is not in `keep` (removed from an edited manifest); jobs already sent
+        are left to finish, since they are paid for. Returns how many were retired."""
+        with self._write() as db:
+            pending = db.execute(
+                select(JOBS.c.id, JOBS.c.key).where(JOBS.c.run_id == run_id, JOBS.c.status == JobStatus.PENDING.value)
+            ).all()
+            gone = [job_id for job_id, key in pending if key not in keep]
+            if gone:
+                db.execute(
+                    update(JOBS)
+                    .where(JOBS.c.id.in_(gone))
+                    .values(
+                        status=JobStatus.CANCELLED.value,
+                        error="no longer in the manifest",
+                        error_class="removed",
+                        updated_at=utcnow(),
+                    )
+                )
+        return len(gone)
+
     def load_jobs(self, run_id: int, statuses: Iterable[JobStatus]) -> list[JobState]:
         """The jobs of the run in the given states, oldest first."""
         wanted = [s.value for s in statuses]

@@ -138,3 +138,19 @@ async def test_an_undecidable_enqueue_is_marked_unknown_frees_its_slot_and_is_re
             db=db, base_url=emu.base_url, api_key=emu.api_key, retry=FAST_RETRY, resubmit_unknown=True, **FAST
         )
         assert len(emu.ledger.enqueues) > sent_before
+
+
+async def test_jobs_removed_from_an_edited_manifest_are_not_sent(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "batchgen.db"
+    manifest = write_manifest(tmp_path, n_prompts=4)
+    # an account with no credits: every job stays pending
+    with running_emulator(EmulatorConfig(seed=2, duration_s=0.05, keys={"k": Account("u", credits_usd=0.0)})) as emu:
+        first = await run_against(emu, manifest, tmp_path)
+    assert first.exit_code == 1 and {r.status for r in rows_of(db)} == {JobStatus.PENDING}
+    write_manifest(tmp_path, n_prompts=2)  # the user drops two prompts
+    with running_emulator(EmulatorConfig(seed=2, duration_s=0.05)) as emu:
+        second = await run_against(emu, manifest, tmp_path)
+        assert len(emu.ledger.created_ids) == 2
+    assert second.retired_jobs == 2
+    statuses = sorted(r.status.value for r in rows_of(db))
+    assert statuses == ["cancelled", "cancelled", "succeeded", "succeeded"]
