@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +65,17 @@ def test_missing_database_is_a_clear_error_not_a_traceback(tmp_path: Path) -> No
     result = batchgen("status", cwd=tmp_path, env_db=tmp_path / "nowhere" / "x.db")
     assert result.returncode == 2
     assert "no state database" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unreachable_api_exits_3_having_sent_nothing(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    db = tmp_path / "state" / "batchgen.db"
+    result = batchgen(
+        "run", str(ROOT / "manifests" / "demo.yaml"), "--base-url", f"http://127.0.0.1:{port}", cwd=tmp_path, env_db=db
+    )
+    assert result.returncode == 3, result.stderr
+    assert f"cannot reach http://127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+    with sqlite3.connect(db) as conn:  # the jobs were recorded, none was sent
+        assert conn.execute("SELECT DISTINCT status FROM jobs").fetchall() == [("pending",)]
