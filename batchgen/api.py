@@ -26,7 +26,7 @@ from batchgen.engine.options import RunOptions
 from batchgen.engine.planning import make_plan
 from batchgen.engine.runner import Runner
 from batchgen.engine.store import NewJob, RunInfo, Store
-from batchgen.errors import OutputError
+from batchgen.errors import OutputError, StateError
 
 DEFAULT_BASE_URL = "https://hub.oxen.ai"
 DEFAULT_DB = Path("state") / "batchgen.db"
@@ -168,8 +168,11 @@ async def run_async(
                     "download": download,
                     "poll_only": poll_only,
                     "max_cost": plan.budget,
+                    "emulated": emulate,
                 },
             )
+            if emulate:  # a fresh emulator knows none of the old one's generations, which cost nothing
+                store.forget_remote(run.id)
             added = store.add_jobs(run.id, [NewJob(j.spec, j.estimated_cost, j.media_type) for j in plan.jobs])
             retired = store.retire_jobs(run.id, {j.spec.key for j in plan.jobs})
             if retry_failed:
@@ -208,6 +211,11 @@ async def resume_async(
     try:
         info = store.get_run(run)
         settings = info.settings
+        if settings.get("emulated") and not base_url:
+            raise StateError(
+                f"run {info.name!r} ran on the built-in emulator, which stopped with its process; "
+                f"continue it with `batchgen run {info.manifest_path} --emulate`"
+            )
         url = base_url or info.base_url or os.environ.get("BATCHGEN_BASE_URL") or DEFAULT_BASE_URL
         key = api_key if api_key is not None else os.environ.get("OXEN_API_KEY")
         options = RunOptions(

@@ -151,7 +151,12 @@ def _finish(summary: RunSummary | None, db: Path | None, run_name: str | None) -
         finally:
             store.close()
         stdout.print(str(csv_path))
-        stderr.print(f"interrupted. Nothing is lost; continue with:  batchgen resume {info.name}")
+        again = (
+            f"batchgen run {info.manifest_path} --emulate"
+            if info.settings.get("emulated")
+            else f"batchgen resume {info.name}"
+        )
+        stderr.print(f"interrupted. Nothing is lost; continue with:  {again}")
         raise SystemExit(EXIT_INTERRUPTED)
     counts = ", ".join(f"{n} {s.value}" for s, n in summary.counts.items())
     stderr.print(f"run {summary.run!r}: {counts} in {summary.elapsed_s:.1f} s ({summary.requests} API requests)")

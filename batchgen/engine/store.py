@@ -393,6 +393,36 @@ class Store:
             )
         return int(result.rowcount or 0)
 
+    def forget_remote(self, run_id: int) -> int:
+        """Every unfinished job goes back to pending with no generation: for a run on the built-in emulator, whose
+        generations vanished with its process (they cost nothing, so sending them again is right)."""
+        touched = [
+            JobStatus.SUBMITTING.value,
+            JobStatus.UNKNOWN.value,
+            JobStatus.QUEUED.value,
+            JobStatus.PROCESSING.value,
+            JobStatus.DOWNLOADING.value,
+        ]
+        with self._write() as db:
+            result = db.execute(
+                update(JOBS)
+                .where(
+                    JOBS.c.run_id == run_id,
+                    (JOBS.c.status.in_(touched))
+                    | ((JOBS.c.status == JobStatus.FAILED.value) & (JOBS.c.error_class == "download")),
+                )
+                .values(
+                    status=JobStatus.PENDING.value,
+                    generation_id=None,
+                    error=None,
+                    error_class=None,
+                    result_url=None,
+                    download_url=None,
+                    updated_at=utcnow(),
+                )
+            )
+        return int(result.rowcount or 0)
+
     def jobs_missing_details(self, run_id: int) -> dict[str, int]:
         """generation_id -> job id for finished jobs whose cost or start time the API has not told us yet."""
         with self.engine.connect() as db:

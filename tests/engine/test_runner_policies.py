@@ -154,3 +154,28 @@ async def test_jobs_removed_from_an_edited_manifest_are_not_sent(tmp_path: Path)
     assert second.retired_jobs == 2
     statuses = sorted(r.status.value for r in rows_of(db))
     assert statuses == ["cancelled", "cancelled", "succeeded", "succeeded"]
+
+
+async def test_an_interrupted_emulated_run_continues_on_a_fresh_emulator(tmp_path: Path) -> None:
+    from batchgen.api import resume_async, run_async
+    from batchgen.errors import StateError
+    from tests.engine.conftest import FAST, FAST_RETRY
+
+    manifest = write_manifest(tmp_path, n_prompts=6)
+    db = tmp_path / "state" / "batchgen.db"
+    kwargs = {"db": db, "out": tmp_path / "out", "emulate": True, "retry": FAST_RETRY, **FAST}
+
+    def sent() -> bool:
+        try:
+            return any(r.generation_id for r in rows_of(db))
+        except StateError:  # the run is not in the database yet
+            return False
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: run_async(manifest, time_scale=0.01, **kwargs))  # type: ignore[arg-type]
+        await wait_for(sent)
+        tg.cancel_scope.cancel()  # Ctrl-C: the emulator, and every generation it held, is gone
+    with pytest.raises(StateError, match="--emulate"):
+        await resume_async(db=db)
+    again = await run_async(manifest, time_scale=0.0005, **kwargs)  # type: ignore[arg-type]
+    assert again.exit_code == 0 and again.counts == {JobStatus.SUCCEEDED: 6}
