@@ -193,16 +193,23 @@ class Store:
         return [self.get_run(n) for n in names]
 
     def status_counts(self, run_id: int) -> dict[JobStatus, int]:
+        """Jobs per status, leaving out the ones retired because the manifest no longer has them."""
         with self.engine.connect() as db:
             rows = db.execute(
-                select(JOBS.c.status, func.count()).where(JOBS.c.run_id == run_id).group_by(JOBS.c.status)
+                select(JOBS.c.status, func.count())
+                .where(JOBS.c.run_id == run_id, func.coalesce(JOBS.c.error_class, "") != "removed")
+                .group_by(JOBS.c.status)
             ).all()
         return {JobStatus(status): count for status, count in rows}
 
     def cost_totals(self, run_id: int) -> tuple[float, float]:
         """(estimated cost of every job, cost of the jobs that succeeded remotely so far)."""
         with self.engine.connect() as db:
-            est = db.execute(select(func.sum(JOBS.c.estimated_cost)).where(JOBS.c.run_id == run_id)).scalar()
+            est = db.execute(
+                select(func.sum(JOBS.c.estimated_cost)).where(
+                    JOBS.c.run_id == run_id, func.coalesce(JOBS.c.error_class, "") != "removed"
+                )
+            ).scalar()
             spent = db.execute(
                 select(func.sum(func.coalesce(JOBS.c.cost, JOBS.c.estimated_cost))).where(
                     JOBS.c.run_id == run_id,

@@ -152,6 +152,7 @@ async def test_jobs_removed_from_an_edited_manifest_are_not_sent(tmp_path: Path)
         second = await run_against(emu, manifest, tmp_path)
         assert len(emu.ledger.created_ids) == 2
     assert second.retired_jobs == 2
+    assert second.exit_code == 0, "every job the manifest still asks for succeeded"
     statuses = sorted(r.status.value for r in rows_of(db))
     assert statuses == ["cancelled", "cancelled", "succeeded", "succeeded"]
 
