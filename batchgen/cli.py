@@ -86,6 +86,11 @@ BaseUrlOption = Annotated[
 ]
 
 
+SubmitRateOption = Annotated[
+    float, typer.Option("--submit-rate", min=0.01, help="Enqueue requests per second at most (429s slow it further).")
+]
+
+
 class _ProgressView:
     """Progress on stderr: a live line on a terminal, a plain line every 10 s otherwise."""
 
@@ -200,12 +205,14 @@ def run(
     poll_only: Annotated[
         bool, typer.Option("--poll-only", help="Track completions by polling, without the event stream.")
     ] = False,
+    submit_rate: SubmitRateOption = 10.0,
 ) -> None:
     """Plan, then run a manifest. Running it again continues the same run; finished jobs are never redone."""
     summary = _run_with_signals(
         lambda view: run_async(
             manifest, db=db, base_url=base_url, emulate=emulate, concurrency=concurrency, out=out, max_cost=max_cost,
             retry_failed=retry_failed, download=not no_download, poll_only=poll_only, on_progress=view,
+            submit_rate=submit_rate,
         )
     )  # fmt: skip
     _finish(summary, db, None if summary else _run_name_of(manifest))
@@ -230,12 +237,13 @@ def resume(
     resubmit_unknown: Annotated[
         bool, typer.Option("--resubmit-unknown", help="Send again the jobs whose enqueue outcome could not be checked.")
     ] = False,
+    submit_rate: SubmitRateOption = 10.0,
 ) -> None:
     """Finish an interrupted run from the database alone (the manifest is not needed)."""
     summary = _run_with_signals(
         lambda view: resume_async(
             run_name, db=db, base_url=base_url, concurrency=concurrency, retry_failed=retry_failed,
-            resubmit_unknown=resubmit_unknown, on_progress=view,
+            resubmit_unknown=resubmit_unknown, on_progress=view, submit_rate=submit_rate,
         )
     )  # fmt: skip
     _finish(summary, db, run_name)

@@ -184,7 +184,10 @@ class Store:
             out_dir=row["out_dir"],
             settings=json.loads(row["settings_json"]),
             created_at=as_utc(row["created_at"]) or row["created_at"],
-            owner=row["owner"],
+            # a lease whose process is gone (kill -9) is no owner at all
+            owner=row["owner"]
+            if row["owner"] and not _lease_is_dead(row["owner"], row["heartbeat_at"], utcnow())
+            else None,
         )
 
     def list_runs(self) -> list[RunInfo]:

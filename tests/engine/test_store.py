@@ -78,7 +78,9 @@ def test_a_second_live_runner_is_refused_and_a_dead_ones_lease_is_taken(tmp_path
     raw = sqlite3.connect(store.path)
     raw.execute("UPDATE runs SET owner = ?, heartbeat_at = CURRENT_TIMESTAMP", (f"{host}:{dead.stdout.strip()}:t",))
     raw.commit()
+    assert store.get_run(None).owner is None, "status must not call a killed runner live"
     assert store.acquire_run(run_id)
+    assert store.get_run(None).owner is not None
 
 
 def test_unknown_run_names_the_known_ones(tmp_path: Path) -> None:
