@@ -391,15 +391,7 @@ class Store:
                     JOBS.c.status.in_(wanted),
                     func.coalesce(JOBS.c.error_class, "") != "download",
                 )
-                .values(
-                    status=JobStatus.PENDING.value,
-                    generation_id=None,
-                    error=None,
-                    error_class=None,
-                    result_url=None,
-                    download_url=None,
-                    updated_at=utcnow(),
-                )
+                .values(**_as_never_sent())
             )
         return int(result.rowcount or 0)
 
@@ -421,15 +413,7 @@ class Store:
                     (JOBS.c.status.in_(touched))
                     | ((JOBS.c.status == JobStatus.FAILED.value) & (JOBS.c.error_class == "download")),
                 )
-                .values(
-                    status=JobStatus.PENDING.value,
-                    generation_id=None,
-                    error=None,
-                    error_class=None,
-                    result_url=None,
-                    download_url=None,
-                    updated_at=utcnow(),
-                )
+                .values(**_as_never_sent())
             )
         return int(result.rowcount or 0)
 
@@ -570,6 +554,19 @@ def _refuse_if_held(row: Any, now: datetime) -> None:
             f"run {row.name!r} is being run by process {pid} on {host} (seen {age:.0f} s ago); "
             "wait for it to finish, or stop it and then `batchgen resume`"
         )
+
+
+def _as_never_sent() -> dict[str, Any]:
+    """The columns of a job sent back to pending: no generation, no error, no URLs."""
+    return {
+        "status": JobStatus.PENDING.value,
+        "generation_id": None,
+        "error": None,
+        "error_class": None,
+        "result_url": None,
+        "download_url": None,
+        "updated_at": utcnow(),
+    }
 
 
 def _lease_is_dead(owner: str, heartbeat_at: datetime | None, now: datetime) -> bool:
