@@ -4,7 +4,7 @@ the exactly-once checks every fault test repeats."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +96,11 @@ async def wait_for(predicate: Callable[[], bool], *, within_s: float = 20.0, ste
             return
         await anyio.sleep(step)
     raise AssertionError(f"condition not met within {within_s} s")
+
+
+async def interrupt_when(work: Callable[[], Awaitable[object]], ready: Callable[[], bool]) -> None:
+    """Start `work`, wait until `ready()`, then cancel it at its next await: what Ctrl-C does to a runner."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(work)
+        await wait_for(ready)
+        tg.cancel_scope.cancel()

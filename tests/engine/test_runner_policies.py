@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anyio
 import pytest
 
 from batchgen.core.jobs import JobStatus
@@ -12,7 +11,7 @@ from batchgen.emulator import Account, EmulatorConfig, Faults, running_emulator
 from batchgen.engine.cancel import cancel_run
 from batchgen.engine.store import Store
 from batchgen.errors import BudgetError
-from tests.engine.conftest import assert_exactly_once, run_against, wait_for, write_manifest
+from tests.engine.conftest import assert_exactly_once, interrupt_when, run_against, write_manifest
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -64,10 +63,8 @@ async def test_cancel_stops_in_flight_generations_remotely(tmp_path: Path) -> No
     manifest = write_manifest(tmp_path, n_prompts=4)
     db = tmp_path / "state" / "batchgen.db"
     with running_emulator(EmulatorConfig(seed=5, duration_s=30.0)) as emu:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: run_against(emu, manifest, tmp_path))
-            await wait_for(lambda: len(emu.ledger.created_ids) >= 4)
-            tg.cancel_scope.cancel()  # what Ctrl-C does: the runner stops, the generations keep running
+        # what Ctrl-C does: the runner stops, the generations keep running
+        await interrupt_when(lambda: run_against(emu, manifest, tmp_path), lambda: len(emu.ledger.created_ids) >= 4)
         # whether or not the runner had recorded every generation id, cancel finds and stops all four
         store = Store.open(db)
         try:
@@ -84,11 +81,11 @@ async def test_cancel_also_stops_generations_whose_enqueue_reply_was_lost(tmp_pa
     manifest = write_manifest(tmp_path, n_prompts=3)
     db = tmp_path / "state" / "batchgen.db"
     with running_emulator(EmulatorConfig(seed=5, duration_s=30.0, faults=Faults(lost_reply_rate=1.0))) as emu:
-        async with anyio.create_task_group() as tg:
-            # the runner waits long before reconciling, so it is stopped while its jobs are still `submitting`
-            tg.start_soon(lambda: run_against(emu, manifest, tmp_path, options={"reconcile_grace": 30.0}))
-            await wait_for(lambda: len(emu.ledger.created_ids) >= 3)
-            tg.cancel_scope.cancel()
+        # the runner waits long before reconciling, so it is stopped while its jobs are still `submitting`
+        await interrupt_when(
+            lambda: run_against(emu, manifest, tmp_path, options={"reconcile_grace": 30.0}),
+            lambda: len(emu.ledger.created_ids) >= 3,
+        )
         assert {r.status for r in rows_of(db)} == {JobStatus.SUBMITTING}
         store = Store.open(db)
         try:
@@ -104,10 +101,7 @@ async def test_an_interrupted_run_resumes_without_paying_twice(tmp_path: Path) -
     manifest = write_manifest(tmp_path, n_prompts=6)
     db = tmp_path / "state" / "batchgen.db"
     with running_emulator(EmulatorConfig(seed=9, duration_s=0.5)) as emu:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: run_against(emu, manifest, tmp_path))
-            await wait_for(lambda: len(emu.ledger.created_ids) >= 3)
-            tg.cancel_scope.cancel()
+        await interrupt_when(lambda: run_against(emu, manifest, tmp_path), lambda: len(emu.ledger.created_ids) >= 3)
         summary = await run_against(emu, manifest, tmp_path)
         assert summary.exit_code == 0
         assert_exactly_once(emu, db)
@@ -172,10 +166,8 @@ async def test_an_interrupted_emulated_run_continues_on_a_fresh_emulator(tmp_pat
         except StateError:  # the run is not in the database yet
             return False
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: run_async(manifest, time_scale=0.01, **kwargs))  # type: ignore[arg-type]
-        await wait_for(sent)
-        tg.cancel_scope.cancel()  # Ctrl-C: the emulator, and every generation it held, is gone
+    # Ctrl-C: the emulator, and every generation it held, is gone
+    await interrupt_when(lambda: run_async(manifest, time_scale=0.01, **kwargs), sent)  # type: ignore[arg-type]
     with pytest.raises(StateError, match="--emulate"):
         await resume_async(db=db)
     again = await run_async(manifest, time_scale=0.0005, **kwargs)  # type: ignore[arg-type]
