@@ -58,6 +58,10 @@ class EmulatorConfig:
     redirect_presigned: bool = False  # result_url answers 302 to its presigned form
     cancel_terminal_status: int = 200  # 400 mimics a third-party client's expectation
     rate_limit: RateLimit | None = None
+    # Hold/release (see hold.py): every generation stays `processing` once started, until the test calls
+    # RunningEmulator.release(). Lets a test act "mid-run" without racing the run time. A start-time failure
+    # (bad params, no credits) is held too and reported on release; sse_early_rate generations are not held.
+    hold: bool = False
     faults: Faults = field(default_factory=Faults)
 
     def accounts(self) -> dict[str, Account]:

@@ -49,6 +49,17 @@ class DownloadRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class FaultRecord:
+    """A knob that acted: `knob` is its name ("latency_s", "hold"), `subject` what it acted on (a path,
+    a generation id, a query), `detail` how (the Date header sent, the rows hidden)."""
+
+    time: float
+    knob: str
+    subject: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class EventRecord:
     """One SSE frame written to one stream (keep-alives excluded)."""
 
@@ -76,6 +87,7 @@ class Ledger:
         self._events: list[EventRecord] = []
         self._dropped: list[str] = []
         self._terminal_times: dict[str, float] = {}
+        self._faults: list[FaultRecord] = []
 
     # -- writers (server side)
 
@@ -147,6 +159,11 @@ class Ledger:
     def record_terminal(self, generation_id: str, at: float) -> None:
         with self._lock:
             self._terminal_times[generation_id] = at
+
+    def record_fault(self, knob: str, subject: str, detail: str = "") -> None:
+        """A knob that has no record of its own acted (see FaultRecord)."""
+        with self._lock:
+            self._faults.append(FaultRecord(time.time(), knob, subject, detail))
 
     # -- readers (test side)
 
@@ -231,3 +248,14 @@ class Ledger:
         """generation id -> `time.time()` when it turned terminal (succeeded, failed or cancelled)."""
         with self._lock:
             return dict(self._terminal_times)
+
+    @property
+    def faults(self) -> list[FaultRecord]:
+        """Every FaultRecord, oldest first."""
+        with self._lock:
+            return list(self._faults)
+
+    def fired(self, knob: str) -> list[FaultRecord]:
+        """The FaultRecords of one knob, oldest first."""
+        with self._lock:
+            return [f for f in self._faults if f.knob == knob]

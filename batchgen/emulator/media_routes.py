@@ -144,6 +144,7 @@ async def _generate(request: Request, media_type: str) -> Response:
     svc.ledger.end_enqueue(record, status=200, generation_ids=[row.generation_id], replied=True)
     started = svc.worker.start(row.generation_id)
     if started is not None and not started.status.is_terminal:
+        await svc.worker.hold.wait(started.generation_id)  # the connection stays open while a test holds it
         await anyio.sleep(svc.worker.run_time(started))
         started = svc.worker.finish(row.generation_id)
     if started is None or started.status != Status.SUCCEEDED:

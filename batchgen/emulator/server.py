@@ -50,6 +50,22 @@ class RunningEmulator:
         """An absolute URL on the emulator for `path` ("/api/ai/queue")."""
         return self.base_url + path
 
+    # -- hold/release (EmulatorConfig.hold): callable from any thread
+
+    @property
+    def held(self) -> list[str]:
+        """Ids of the generations held `processing` right now (cancelled ones excluded), oldest first."""
+        return self.services.worker.hold.held()
+
+    def release(self, count: int | None = None) -> list[str]:
+        """Let held generations finish: all of them, and every later one, when `count` is None; else the
+        `count` oldest held (releases left over go to the next generations to start). Returns the ids let go."""
+        return self.services.worker.hold.release(count)
+
+    def hold(self) -> None:
+        """Hold again: generations that start from now on stay `processing` until released."""
+        self.services.worker.hold.close()
+
 
 def _uvicorn_config(svc: Services, host: str, port: int, *, quiet: bool) -> uvicorn.Config:
     return uvicorn.Config(

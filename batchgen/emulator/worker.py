@@ -16,6 +16,7 @@ from batchgen.emulator.catalog import Catalog
 from batchgen.emulator.config import EmulatorConfig
 from batchgen.emulator.events import COMPLETED, NOISE, EventHub, frame
 from batchgen.emulator.faults import decide, roll, uniform
+from batchgen.emulator.hold import Hold
 from batchgen.emulator.ledger import Ledger
 from batchgen.emulator.state import EmulatorState, Generation, Status, event_payload, make_generation_id
 
@@ -34,7 +35,15 @@ class Worker:
         self.state = state
         self.ledger = ledger
         self.hub = hub
+        self.hold = Hold(holding=config.hold, alive=self._processing, on_hold=self._record_hold)
         self.tasks: anyio.abc.TaskGroup | None = None  # set by the app's lifespan
+
+    def _processing(self, generation_id: str) -> bool:
+        row = self.state.get(generation_id)
+        return row is not None and row.status == Status.PROCESSING
+
+    def _record_hold(self, generation_id: str) -> None:
+        self.ledger.record_fault("hold", generation_id)
 
     def spawn(self, generation_id: str) -> None:
         """Run the generation in the background."""
@@ -65,12 +74,16 @@ class Worker:
     # -- the life
 
     async def run(self, generation_id: str) -> None:
-        """queued -> processing -> terminal, then the event."""
+        """queued -> processing -> (held, when the test holds) -> terminal, then the event."""
         await anyio.sleep(self.queue_delay(generation_id))
-        row = self.start(generation_id)
-        if row is None or row.status.is_terminal:
-            if row is not None and row.status != Status.CANCELLED:
-                await self.announce(row)
+        row, failure = self._pick_up(generation_id)
+        if row is None:
+            return  # cancelled while queued (or finished by another path): nothing to run, nothing to announce
+        await self.hold.wait(generation_id)  # a test holding generations keeps this one processing
+        if failure is not None:
+            failed = self._fail_at_start(generation_id, failure)
+            if failed is not None:
+                await self.announce(failed)
             return
         if decide(self.seed, "stuck_rate", generation_id, self.faults.stuck_rate):
             return  # stays processing forever; the client has to give up on its own
@@ -81,17 +94,33 @@ class Worker:
 
     def start(self, generation_id: str) -> Generation | None:
         """Move to processing and check what the model runner checks; a bad request fails right here."""
+        row, failure = self._pick_up(generation_id)
+        if row is not None and failure is not None:
+            return self._fail_at_start(generation_id, failure)
+        return row
+
+    def _pick_up(self, generation_id: str) -> tuple[Generation | None, str | None]:
+        """queued -> processing, and the failure the model runner would report at once (not applied yet).
+
+        (None, None) when the row is gone or past processing; a row already processing is returned as is.
+        """
         row = self.state.get(generation_id)
         if row is None or row.status != Status.QUEUED:
-            return row if row is not None and row.status == Status.PROCESSING else None
+            return (row if row is not None and row.status == Status.PROCESSING else None), None
         params, error = self.catalog.validate(row.model, row.params, lenient_types=self.config.lenient_types)
-        now = time.time()
-        self.state.update(generation_id, status=Status.PROCESSING, started_at=now)
+        started = self.state.update(generation_id, status=Status.PROCESSING, started_at=time.time())
         if error:
-            return self._terminal(generation_id, Status.FAILED, error_message=error)
+            return started, error
         if not self.state.reserve(generation_id, self.catalog.cost(row.model, params)):
-            return self._terminal(generation_id, Status.FAILED, error_message=INSUFFICIENT_CREDITS)
-        return self.state.get(generation_id)
+            return started, INSUFFICIENT_CREDITS
+        return self.state.get(generation_id), None
+
+    def _fail_at_start(self, generation_id: str, message: str) -> Generation | None:
+        """Report a start-time failure, unless the row was cancelled meanwhile (while held)."""
+        row = self.state.get(generation_id)
+        if row is None or row.status != Status.PROCESSING:
+            return None
+        return self._terminal(generation_id, Status.FAILED, error_message=message)
 
     def finish(self, generation_id: str) -> Generation | None:
         """processing -> succeeded or failed (fault knobs, `__fail__` prompts); None if it was cancelled."""
