@@ -1,10 +1,16 @@
-"""`batchgen run` as a process: Ctrl-C, and a second runner on the same run. The emulator runs in this process."""
+"""`batchgen run` as a process: Ctrl-C, and a second runner on the same run. The emulator runs in this process.
+
+The emulator holds every generation (EmulatorConfig(hold=True)) so "mid-run" does not depend on how fast this
+machine is: the run cannot finish until the test calls emu.release().
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,31 +34,42 @@ pytestmark = pytest.mark.timeout(90)
 UNFINISHED = {"pending", "submitting", "queued", "processing", "downloading"}
 
 
-def start_batchgen(*args: str | Path, key: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+@contextlib.contextmanager
+def started_batchgen(*args: str | Path, key: str) -> Iterator[subprocess.Popen[str]]:
+    """`batchgen ARGS` as a running process; on exit it is killed if still running, reaped, its pipes closed.
+
+    An unreaped Popen is a ResourceWarning, which (filterwarnings=error) fails whichever test runs next.
+    """
+    process = subprocess.Popen(
         batchgen_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with(key), cwd=REPO
     )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)
 
 
 def test_ctrl_c_exits_130_says_how_to_resume_and_the_resume_finishes_exactly_once(tmp_path: Path) -> None:
     manifest = image_manifest(tmp_path, [f"ox {i}" for i in range(16)], concurrency=4)
     db, out = tmp_path / "state" / "batchgen.db", tmp_path / "out"
-    with running_emulator(EmulatorConfig(seed=3, duration_s=0.5)) as emu:
-        runner = start_batchgen("run", manifest, "--db", db, "--base-url", emu.base_url, "--out", out, key=emu.api_key)
-        try:
-            wait_for(lambda: len(emu.ledger.created_ids) >= 4, timeout=30, what="4 generations", process=runner)
+    # hold: the 4 running generations cannot finish, so the Ctrl-C lands mid-run however slow the machine is
+    with running_emulator(EmulatorConfig(seed=3, duration_s=0, hold=True)) as emu:
+        args = ("run", manifest, "--db", db, "--base-url", emu.base_url, "--out", out)
+        with started_batchgen(*args, key=emu.api_key) as runner:
+            wait_for(lambda: len(emu.held) >= 4, timeout=60, what="4 running generations", process=runner)
             runner.send_signal(signal.SIGINT)
-            stdout, stderr = runner.communicate(timeout=20)
-        finally:
-            runner.kill()
+            stdout, stderr = runner.communicate(timeout=30)
         assert runner.returncode == 130, stderr
         assert "Traceback" not in stderr
         assert "batchgen resume batch" in stderr  # how to continue, with the run's name
         assert Path(stdout.strip()) == out / "results.csv" and (out / "results.csv").is_file()
-        # resumable: the lease is released, and work was left (else the Ctrl-C came too late to test anything)
+        # resumable: the lease is released, and work was left
         assert run_row(db)["owner"] is None
         assert UNFINISHED & set(job_statuses(db)), job_statuses(db)
 
+        emu.release()  # the interrupted generations, and every later one, may finish now
         resumed = batchgen("resume", "--db", db, key=emu.api_key)
         assert resumed.returncode == 0, resumed.stderr
         rows = assert_exactly_once(emu, db)
@@ -62,10 +79,11 @@ def test_ctrl_c_exits_130_says_how_to_resume_and_the_resume_finishes_exactly_onc
 def test_a_second_runner_on_a_live_run_is_refused_and_changes_nothing(tmp_path: Path) -> None:
     manifest = image_manifest(tmp_path, [f"yak {i}" for i in range(10)], concurrency=2)
     db, out = tmp_path / "state" / "batchgen.db", tmp_path / "out"
-    with running_emulator(EmulatorConfig(seed=4, duration_s=0.4)) as emu:
-        first = start_batchgen("run", manifest, "--db", db, "--base-url", emu.base_url, "--out", out, key=emu.api_key)
-        try:
-            wait_for(lambda: len(emu.ledger.created_ids) >= 1, timeout=30, what="a generation", process=first)
+    # hold: the first runner's generations stay running until the other two have been refused
+    with running_emulator(EmulatorConfig(seed=4, duration_s=0, hold=True)) as emu:
+        args = ("run", manifest, "--db", db, "--base-url", emu.base_url, "--out", out)
+        with started_batchgen(*args, key=emu.api_key) as first:
+            wait_for(lambda: len(emu.held) >= 1, timeout=60, what="a running generation", process=first)
             before = run_row(db)
             # the same manifest with other settings, and a resume: both must leave the live run alone
             second = batchgen(
@@ -73,11 +91,10 @@ def test_a_second_runner_on_a_live_run_is_refused_and_changes_nothing(tmp_path: 
                 key=emu.api_key,
             )  # fmt: skip
             third = batchgen("resume", "--db", db, key=emu.api_key)
-            assert first.poll() is None, "the first runner finished before the others tried: nothing was tested"
+            assert first.poll() is None, "the first runner ended while its generations were held"
             after = run_row(db)
+            emu.release()
             _, stderr = first.communicate(timeout=60)
-        finally:
-            first.kill()
         for refused in (second, third):
             assert_clean_user_error(refused, 2, "is being run by process", "batchgen resume")
         assert first.returncode == 0, stderr
