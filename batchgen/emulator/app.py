@@ -85,7 +85,8 @@ ROUTES = [
 
 
 class RecordingApp:
-    """Outermost layer: records every request in the ledger, and cuts connections the app asked to cut.
+    """Outermost layer: records every request in the ledger, stamps every reply with a `Date` header from the
+    emulator's clock (uvicorn's own is off), and cuts connections the app asked to cut.
 
     Returning a non-None value from an ASGI app makes uvicorn close the transport at once; that is the only
     way ASGI lets us drop a connection without an answer (a reply lost in transit, a truncated download).
@@ -100,11 +101,18 @@ class RecordingApp:
             await self.app(scope, receive, send)
             return None
         status = 0
+        clock = self.services.clock
+        skewed = clock.offset_s != 0
 
         async def recording_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                date = clock.http_date()
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                message = {**message, "headers": [*headers, (b"date", date.encode("latin-1"))]}
+                if skewed:
+                    self.services.ledger.record_fault("clock_offset_s", scope["path"], date)
             await send(message)
 
         try:

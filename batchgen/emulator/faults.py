@@ -74,6 +74,8 @@ class Faults:
     wrong_content_type_rate: float = 0.0  # status: JSON labelled text/html; download: text/plain
     truncated_download_rate: float = 0.0  # Content-Length larger than the body, then the connection is cut
     result_host: str | None = None  # serve result URLs under this host name (e.g. "localhost")
+    # -- the server's clock and speed
+    clock_offset_s: float = 0.0  # the server's clock is this far ahead (< 0: behind): row timestamps, Date header
 
     @classmethod
     def chaos(cls, seed: int | None = None) -> Faults:

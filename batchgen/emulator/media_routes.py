@@ -45,7 +45,7 @@ async def presigned_file(request: Request) -> Response:
     if target is None:
         return Response("Forbidden: unknown signature", status_code=403, media_type="text/plain")
     generation_id, expires = target
-    if time.time() > expires:
+    if svc.clock.now() > expires:
         return Response("Forbidden: request has expired", status_code=403, media_type="text/plain")
     row = svc.state.get(generation_id)
     if row is None:
@@ -135,7 +135,7 @@ async def _generate(request: Request, media_type: str) -> Response:
         model=model,
         media_type=media_type,
         params=params,
-        enqueued_at=time.time(),
+        enqueued_at=svc.clock.now(),
         source="sync",
         target_namespace=optional_str(body.get("target_namespace")),
     )
@@ -164,4 +164,4 @@ def _sync_reply(svc: Services, row: Generation, response_format: Any) -> dict[st
     else:
         item = {"url": svc.state.presigned_url(row.generation_id, svc.config.presign_ttl_s)}
     key = "videos" if row.media_type == "video" else "images"
-    return {"model": row.model, "created": int(time.time()), key: [item]}
+    return {"model": row.model, "created": int(svc.clock.now()), key: [item]}

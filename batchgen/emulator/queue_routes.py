@@ -116,7 +116,7 @@ def _enqueue_reply(
     cap = svc.config.rate_limit.max_active_per_user if svc.config.rate_limit else None
     if cap is not None and svc.state.count_active(caller.account.username) + count > cap:
         return replies.rate_limited(1.0 if svc.config.rate_limit and svc.config.rate_limit.retry_after else None), []
-    now = time.time()
+    now = svc.clock.now()
     ids = []
     for index in range(count):
         gid = make_generation_id(svc.seed, canonical, attempt, index)
@@ -227,10 +227,9 @@ async def cancel(request: Request) -> Response:
                 svc.config.cancel_terminal_status,
             )
     else:
-        now = time.time()
-        svc.state.update(gid, status=Status.CANCELLED, completed_at=now)
+        svc.state.update(gid, status=Status.CANCELLED, completed_at=svc.clock.now())
         svc.state.release(gid)
-        svc.ledger.record_terminal(gid, now)
+        svc.ledger.record_terminal(gid, time.time())  # the ledger keeps the true time
     return replies.json_reply({"status": "success", "generation_id": gid})
 
 

@@ -77,6 +77,7 @@ def _uvicorn_config(svc: Services, host: str, port: int, *, quiet: bool) -> uvic
         ws="none",
         lifespan="on",
         proxy_headers=False,
+        date_header=False,  # the app sends its own Date, from the emulator's (maybe wrong) clock
         access_log=not quiet,
         log_level="warning" if quiet else "info",
         log_config=None if quiet else uvicorn.config.LOGGING_CONFIG,

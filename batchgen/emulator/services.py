@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from batchgen.emulator import replies
 from batchgen.emulator.catalog import Catalog
+from batchgen.emulator.clock import Clock
 from batchgen.emulator.config import Account, EmulatorConfig
 from batchgen.emulator.events import EventHub
 from batchgen.emulator.faults import decide
@@ -35,12 +36,15 @@ class Services:
         self.seed = config.faults.seed if config.faults.seed is not None else config.seed
         self.accounts = config.accounts()
         self.catalog = Catalog()
+        self.clock = Clock(config.faults.clock_offset_s)
         self.ledger = ledger or Ledger()
         self.state = state or EmulatorState(
-            {a.username: a.credits_usd for a in self.accounts.values()}, result_host=config.faults.result_host
+            {a.username: a.credits_usd for a in self.accounts.values()},
+            result_host=config.faults.result_host,
+            clock=self.clock,
         )
         self.hub = EventHub(self.ledger)
-        self.worker = Worker(config, self.catalog, self.state, self.ledger, self.hub)
+        self.worker = Worker(config, self.catalog, self.state, self.ledger, self.hub, self.clock)
         limit = config.rate_limit
         self.loop: asyncio.AbstractEventLoop | None = None  # the server's loop, set at startup
         self.bucket = None if limit is None else replies.TokenBucket(limit.requests_per_s, limit.burst)

@@ -9,7 +9,6 @@ import hashlib
 import math
 import secrets
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -18,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from batchgen.emulator.catalog import format_cost
+from batchgen.emulator.clock import Clock
 from batchgen.emulator.media import extension_for
 
 DEFAULT_REPO = "ai-generations"
@@ -89,13 +89,16 @@ def _ts(value: float | None) -> int | None:
 class EmulatorState:
     """All generations, balances and presigned tokens of one emulator."""
 
-    def __init__(self, credits: dict[str, float], *, result_host: str | None = None) -> None:
+    def __init__(
+        self, credits: dict[str, float], *, result_host: str | None = None, clock: Clock | None = None
+    ) -> None:
         self._lock = threading.Lock()
         self._rows: dict[str, Generation] = {}
         self._credits = {user: Decimal(str(amount)) for user, amount in credits.items()}
         self._tokens: dict[str, tuple[str, int]] = {}  # presign token -> (generation id, expires)
         self.base_url = "http://127.0.0.1"  # set once the port is bound
         self.result_host = result_host
+        self.clock = clock or Clock()
 
     # -- rows
 
@@ -164,8 +167,8 @@ class EmulatorState:
         return self._on_result_host(self.base_url + generation.file_path)
 
     def presigned_url(self, generation_id: str, ttl_s: float) -> str:
-        """A fresh presigned URL (E9) that 403s `ttl_s` from now (the URL shows whole unix seconds)."""
-        expires = math.ceil(time.time() + ttl_s)
+        """A fresh presigned URL (E9) that 403s `ttl_s` from now (the URL shows whole unix seconds, server clock)."""
+        expires = math.ceil(self.clock.now() + ttl_s)
         token = secrets.token_urlsafe(16)
         with self._lock:
             self._tokens[token] = (generation_id, expires)

@@ -13,6 +13,7 @@ import anyio
 import anyio.abc
 
 from batchgen.emulator.catalog import Catalog
+from batchgen.emulator.clock import Clock
 from batchgen.emulator.config import EmulatorConfig
 from batchgen.emulator.events import COMPLETED, NOISE, EventHub, frame
 from batchgen.emulator.faults import decide, roll, uniform
@@ -27,7 +28,15 @@ FOREIGN_PROMPT = "made elsewhere (Workbench)"
 class Worker:
     """Runs generations and announces them on the event hub."""
 
-    def __init__(self, config: EmulatorConfig, catalog: Catalog, state: EmulatorState, ledger: Ledger, hub: EventHub):
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        catalog: Catalog,
+        state: EmulatorState,
+        ledger: Ledger,
+        hub: EventHub,
+        clock: Clock | None = None,
+    ):
         self.config = config
         self.faults = config.faults
         self.seed = config.faults.seed if config.faults.seed is not None else config.seed
@@ -35,6 +44,7 @@ class Worker:
         self.state = state
         self.ledger = ledger
         self.hub = hub
+        self.clock = clock or Clock()
         self.hold = Hold(holding=config.hold, alive=self._processing, on_hold=self._record_hold)
         self.tasks: anyio.abc.TaskGroup | None = None  # set by the app's lifespan
 
@@ -108,7 +118,7 @@ class Worker:
         if row is None or row.status != Status.QUEUED:
             return (row if row is not None and row.status == Status.PROCESSING else None), None
         params, error = self.catalog.validate(row.model, row.params, lenient_types=self.config.lenient_types)
-        started = self.state.update(generation_id, status=Status.PROCESSING, started_at=time.time())
+        started = self.state.update(generation_id, status=Status.PROCESSING, started_at=self.clock.now())
         if error:
             return started, error
         if not self.state.reserve(generation_id, self.catalog.cost(row.model, params)):
@@ -143,9 +153,8 @@ class Worker:
         return self.finish(generation_id)
 
     def _terminal(self, generation_id: str, status: Status, **changes: Any) -> Generation:
-        now = time.time()
-        row = self.state.update(generation_id, status=status, completed_at=now, **changes)
-        self.ledger.record_terminal(generation_id, now)
+        row = self.state.update(generation_id, status=status, completed_at=self.clock.now(), **changes)
+        self.ledger.record_terminal(generation_id, time.time())  # the ledger keeps the true time
         return row
 
     # -- the event
@@ -180,7 +189,7 @@ class Worker:
     def _announce_foreign(self, row: Generation) -> None:
         """A generation of the same user made by another client (the Workbench): real row, real event."""
         foreign_id = make_generation_id(self.seed, f"foreign:{row.generation_id}", 0, 0)
-        now = time.time()
+        now = self.clock.now()
         foreign = Generation(
             generation_id=foreign_id,
             username=row.username,
@@ -195,7 +204,7 @@ class Worker:
         )
         foreign.result_url = self.state.result_url(foreign)
         self.state.add(foreign)
-        self.ledger.record_terminal(foreign_id, now)
+        self.ledger.record_terminal(foreign_id, time.time())
         self.hub.publish(row.username, self._completed_frame(foreign), COMPLETED, foreign_id)
 
     def _garbage(self, generation_id: str) -> bytes:

@@ -1,0 +1,59 @@
+"""Knobs about the server itself and its lists: its clock, its latency, what lists leave out, and namespaces."""
+
+from __future__ import annotations
+
+import time
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from batchgen.emulator import EmulatorConfig, Faults, running_emulator
+
+from .conftest import FLUX, authed, wait_terminal
+
+SLACK_S = 60.0  # generous: these tests check a shift of hours, not the speed of the machine
+
+
+def _date(reply: httpx.Response) -> float:
+    """The reply's one Date header, as unix seconds."""
+    (value,) = reply.headers.get_list("date")
+    assert value.endswith(" GMT") and len(value) == len("Sun, 06 Nov 1994 08:49:37 GMT"), value
+    return parsedate_to_datetime(value).timestamp()
+
+
+def test_every_reply_carries_one_date_header_from_the_server_clock() -> None:
+    with running_emulator(EmulatorConfig(seed=1, duration_s=0)) as emu, authed(emu) as c:
+        gid = c.post("/api/ai/queue", json=FLUX).json()["generations"][0]["generation_id"]
+        url = wait_terminal(c, gid)["result_url"]
+        replies = [
+            c.get(f"/api/ai/queue/{gid}"),
+            c.get("/api/ai/queue/not-a-uuid"),  # errors too
+            httpx.get(emu.url("/api/ai/models")),
+            httpx.get(url),
+        ]
+        for reply in replies:
+            assert abs(_date(reply) - time.time()) < SLACK_S
+        assert emu.ledger.fired("clock_offset_s") == []  # no offset, nothing to record
+
+
+def test_clock_offset_shifts_every_timestamp_and_the_date_header() -> None:
+    offset = 3 * 3600.0
+    config = EmulatorConfig(seed=2, duration_s=0, faults=Faults(clock_offset_s=offset))
+    with running_emulator(config) as emu, authed(emu) as c:
+        enqueued = c.post("/api/ai/queue", json=FLUX)
+        gid = enqueued.json()["generations"][0]["generation_id"]
+        row = wait_terminal(c, gid)
+        full = c.get(f"/api/ai/generations/{gid}").json()["generation"]
+        (listed,) = c.get("/api/ai/generations").json()["generations"]
+        sync = c.post("/api/ai/images/generate", json={**FLUX, "prompt": "sync"}).json()
+        skewed_now = time.time() + offset
+        for shown in (row, full, listed):
+            for key in ("enqueued_at", "started_at", "completed_at"):
+                assert abs(shown[key] - skewed_now) < SLACK_S, (key, shown[key])
+        assert abs(sync["created"] - skewed_now) < SLACK_S
+        assert abs(_date(enqueued) - skewed_now) < SLACK_S
+        # the ledger keeps the true time, and says which replies carried the shifted Date
+        assert abs(emu.ledger.terminal_times[gid] - time.time()) < SLACK_S
+        fired = emu.ledger.fired("clock_offset_s")
+        assert {f.subject for f in fired} >= {"/api/ai/queue", f"/api/ai/queue/{gid}", "/api/ai/generations"}
+        assert enqueued.headers["date"] in {f.detail for f in fired}
