@@ -85,8 +85,9 @@ ROUTES = [
 
 
 class RecordingApp:
-    """Outermost layer: records every request in the ledger, stamps every reply with a `Date` header from the
-    emulator's clock (uvicorn's own is off), and cuts connections the app asked to cut.
+    """Outermost layer: records every request in the ledger, delays /api/ai/ requests by `latency_s`, stamps
+    every reply with a `Date` header from the emulator's clock (uvicorn's own is off), and cuts connections
+    the app asked to cut.
 
     Returning a non-None value from an ASGI app makes uvicorn close the transport at once; that is the only
     way ASGI lets us drop a connection without an answer (a reply lost in transit, a truncated download).
@@ -115,6 +116,10 @@ class RecordingApp:
                     self.services.ledger.record_fault("clock_offset_s", scope["path"], date)
             await send(message)
 
+        latency = self.services.faults.latency_s
+        if latency > 0 and scope["path"].startswith("/api/ai/"):
+            self.services.ledger.record_fault("latency_s", scope["path"], f"{latency:g}")
+            await anyio.sleep(latency)
         try:
             await self.app(scope, receive, recording_send)
         finally:

@@ -76,6 +76,7 @@ class Faults:
     result_host: str | None = None  # serve result URLs under this host name (e.g. "localhost")
     # -- the server's clock and speed
     clock_offset_s: float = 0.0  # the server's clock is this far ahead (< 0: behind): row timestamps, Date header
+    latency_s: float = 0.0  # every /api/ai/... request waits this long before it is handled (fixed, not random)
 
     @classmethod
     def chaos(cls, seed: int | None = None) -> Faults:

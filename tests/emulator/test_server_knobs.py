@@ -57,3 +57,21 @@ def test_clock_offset_shifts_every_timestamp_and_the_date_header() -> None:
         fired = emu.ledger.fired("clock_offset_s")
         assert {f.subject for f in fired} >= {"/api/ai/queue", f"/api/ai/queue/{gid}", "/api/ai/generations"}
         assert enqueued.headers["date"] in {f.detail for f in fired}
+
+
+def test_latency_delays_every_api_ai_request_and_nothing_else() -> None:
+    latency = 0.3
+    config = EmulatorConfig(seed=3, duration_s=0, faults=Faults(latency_s=latency))
+    with running_emulator(config) as emu, authed(emu) as c:
+        begun = time.monotonic()
+        gid = c.post("/api/ai/queue", json=FLUX).json()["generations"][0]["generation_id"]
+        assert time.monotonic() - begun >= latency
+        url = wait_terminal(c, gid)["result_url"]
+        assert httpx.get(url).status_code == 200  # result files are not on /api/ai/
+        begun = time.monotonic()
+        assert httpx.get(emu.url("/api/ai/models")).status_code == 200
+        assert time.monotonic() - begun >= latency
+        fired = emu.ledger.fired("latency_s")
+        ai_requests = [r.path for r in emu.ledger.requests if r.path.startswith("/api/ai/")]
+        assert [f.subject for f in fired] == ai_requests and {f.detail for f in fired} == {"0.3"}
+        assert not any(f.subject.startswith("/api/repos/") for f in fired)
