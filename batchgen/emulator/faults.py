@@ -66,7 +66,10 @@ class Faults:
     stuck_rate: float = 0.0  # stays `processing` forever
     fail_rate: float = 0.0
     fail_messages: tuple[str, ...] = ("Content moderation flagged the prompt",)
-    legacy_mode: bool = False  # pre-May-2026: status 404 once terminal, `model` instead of `model_name`
+    legacy_mode: bool = False  # pre-May-2026: status 404 once terminal, `model` instead of `model_name`;
+    # implies finished_missing_from_list
+    finished_missing_from_list: bool = False  # GET /api/ai/queue?status=succeeded|failed|cancelled lists nothing:
+    # finished rows are only in GET /api/ai/generations (history), as some API versions do
     # -- bad answers
     malformed_json_rate: float = 0.0  # status/list: a cut-off JSON body; enqueue: rows created, body cut
     html_error_rate: float = 0.0  # a 502 HTML page from a "proxy" (enqueue: before any row exists)

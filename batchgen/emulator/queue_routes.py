@@ -194,6 +194,10 @@ async def list_queue(request: Request) -> Response:
         rows = [r for r in rows if not r.status.is_terminal]
     else:
         rows = [r for r in rows if r.status == wanted]
+        if Status(wanted).is_terminal and (svc.faults.finished_missing_from_list or svc.faults.legacy_mode):
+            # finished rows are only in the history (GET /api/ai/generations)
+            svc.ledger.record_fault("finished_missing_from_list", str(request.url.query), str(len(rows)))
+            rows = []
     for field, name in (("model", "model"), ("media_type", "media_type"), ("repo", "target_repo")):
         if query.get(field):
             rows = [r for r in rows if getattr(r, name) == query[field]]

@@ -9,7 +9,7 @@ import httpx
 
 from batchgen.emulator import EmulatorConfig, Faults, running_emulator
 
-from .conftest import FLUX, authed, wait_terminal
+from .conftest import FLUX, authed, wait_terminal, wait_until
 
 SLACK_S = 60.0  # generous: these tests check a shift of hours, not the speed of the machine
 
@@ -75,3 +75,45 @@ def test_latency_delays_every_api_ai_request_and_nothing_else() -> None:
         ai_requests = [r.path for r in emu.ledger.requests if r.path.startswith("/api/ai/")]
         assert [f.subject for f in fired] == ai_requests and {f.detail for f in fired} == {"0.3"}
         assert not any(f.subject.startswith("/api/repos/") for f in fired)
+
+
+def _ids(reply: httpx.Response) -> list[str]:
+    return [g["generation_id"] for g in reply.json()["generations"]]
+
+
+def test_finished_rows_missing_from_the_list_are_still_in_the_history() -> None:
+    config = EmulatorConfig(seed=4, duration_s=0, hold=True, faults=Faults(finished_missing_from_list=True))
+    with running_emulator(config) as emu, authed(emu) as c:
+        ok = _ids(c.post("/api/ai/queue", json=FLUX))[0]
+        bad = _ids(c.post("/api/ai/queue", json={**FLUX, "prompt": "__fail__"}))[0]
+        gone = _ids(c.post("/api/ai/queue", json={**FLUX, "prompt": "cancel me"}))[0]
+        wait_until(lambda: len(emu.held) == 3)
+        # active rows are listed as usual
+        assert sorted(_ids(c.get("/api/ai/queue"))) == sorted([ok, bad, gone])
+        assert sorted(_ids(c.get("/api/ai/queue", params={"status": "processing"}))) == sorted([ok, bad, gone])
+        c.delete(f"/api/ai/queue/{gone}")
+        emu.release()
+        outcomes = {gid: wait_terminal(c, gid)["status"] for gid in (ok, bad, gone)}
+        assert outcomes == {ok: "succeeded", bad: "failed", gone: "cancelled"}
+        for status in ("succeeded", "failed", "cancelled"):
+            listed = c.get("/api/ai/queue", params={"status": status}).json()
+            assert (listed["count"], listed["generations"]) == (0, [])
+        history = {g["generation_id"]: g["status"] for g in c.get("/api/ai/generations").json()["generations"]}
+        assert history == outcomes
+        fired = emu.ledger.fired("finished_missing_from_list")
+        assert [(f.subject, f.detail) for f in fired] == [
+            ("status=succeeded", "1"),
+            ("status=failed", "1"),
+            ("status=cancelled", "1"),
+        ]
+
+
+def test_legacy_mode_leaves_finished_rows_out_of_the_list_too() -> None:
+    for legacy, listed in ((False, 1), (True, 0)):
+        config = EmulatorConfig(seed=5, duration_s=0, faults=Faults(legacy_mode=legacy))
+        with running_emulator(config) as emu, authed(emu) as c:
+            gid = _ids(c.post("/api/ai/queue", json=FLUX))[0]
+            wait_until(lambda: (row := emu.state.get(gid)) is not None and row.status == "succeeded")  # noqa: B023
+            assert c.get("/api/ai/queue", params={"status": "succeeded"}).json()["count"] == listed
+            assert _ids(c.get("/api/ai/generations")) == [gid]
+            assert len(emu.ledger.fired("finished_missing_from_list")) == 1 - listed
