@@ -6,8 +6,9 @@ import time
 from email.utils import parsedate_to_datetime
 
 import httpx
+import pytest
 
-from batchgen.emulator import EmulatorConfig, Faults, running_emulator
+from batchgen.emulator import EmulatorConfig, Faults, RunningEmulator, running_emulator
 
 from .conftest import FLUX, authed, wait_terminal, wait_until
 
@@ -81,6 +82,12 @@ def _ids(reply: httpx.Response) -> list[str]:
     return [g["generation_id"] for g in reply.json()["generations"]]
 
 
+def _succeeded(emu: RunningEmulator, ids: list[str]) -> bool:
+    """Whether every row succeeded (read from the state: in legacy mode the status endpoint 404s then)."""
+    rows = [emu.state.get(gid) for gid in ids]
+    return all(row is not None and row.status == "succeeded" for row in rows)
+
+
 def test_finished_rows_missing_from_the_list_are_still_in_the_history() -> None:
     config = EmulatorConfig(seed=4, duration_s=0, hold=True, faults=Faults(finished_missing_from_list=True))
     with running_emulator(config) as emu, authed(emu) as c:
@@ -113,7 +120,29 @@ def test_legacy_mode_leaves_finished_rows_out_of_the_list_too() -> None:
         config = EmulatorConfig(seed=5, duration_s=0, faults=Faults(legacy_mode=legacy))
         with running_emulator(config) as emu, authed(emu) as c:
             gid = _ids(c.post("/api/ai/queue", json=FLUX))[0]
-            wait_until(lambda: (row := emu.state.get(gid)) is not None and row.status == "succeeded")  # noqa: B023
+            wait_until(lambda: _succeeded(emu, [gid]))  # noqa: B023
             assert c.get("/api/ai/queue", params={"status": "succeeded"}).json()["count"] == listed
             assert _ids(c.get("/api/ai/generations")) == [gid]
             assert len(emu.ledger.fired("finished_missing_from_list")) == 1 - listed
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_lost_reply_still_creates_every_row_in_legacy_mode_too(legacy: bool) -> None:
+    faults = Faults(lost_reply_rate=1.0, legacy_mode=legacy)
+    with running_emulator(EmulatorConfig(seed=6, duration_s=0, hold=True, faults=faults)) as emu, authed(emu) as c:
+        with pytest.raises(httpx.RemoteProtocolError):
+            c.post("/api/ai/queue", json={**FLUX, "num_generations": 4})
+        (record,) = emu.ledger.enqueues
+        assert (record.replied, record.status, len(record.generation_ids)) == (False, 0, 4)
+        assert emu.ledger.requests[-1].status == 0
+        ids = record.generation_ids
+        # while they run, the client finds them the E12 way: by listing the model's active rows
+        wait_until(lambda: len(emu.held) == 4)
+        assert sorted(_ids(c.get("/api/ai/queue", params={"model": FLUX["model"]}))) == sorted(ids)
+        assert ("model" in c.get(f"/api/ai/queue/{ids[0]}").json()) is legacy
+        emu.release()
+        wait_until(lambda: _succeeded(emu, ids))
+        # once done: legacy rows 404 and leave the list; the history has them either way
+        assert [c.get(f"/api/ai/queue/{g}").status_code for g in ids] == [404 if legacy else 200] * 4
+        assert len(_ids(c.get("/api/ai/queue", params={"status": "succeeded"}))) == (0 if legacy else 4)
+        assert sorted(_ids(c.get("/api/ai/generations"))) == sorted(ids)
