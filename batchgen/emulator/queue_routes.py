@@ -175,7 +175,11 @@ async def get_status(request: Request) -> Response:
 
 
 async def list_queue(request: Request) -> Response:
-    """§5: the user's rows, active only unless `status=` says otherwise, newest first."""
+    """§5: the rows of one namespace, active only unless `status=` says otherwise, newest first.
+
+    The namespace is `namespace=` (one of the account's orgs) or else the user's own: a row enqueued with
+    `target_namespace="some-org"` is listed under `namespace=some-org` only, never in the user's own list.
+    """
     svc = services(request)
     caller = caller_or_reply(svc, request)
     if isinstance(caller, Response):
@@ -238,7 +242,8 @@ async def cancel(request: Request) -> Response:
 
 
 async def list_generations(request: Request) -> Response:
-    """SPEC: paginated history of the user with cost aggregates."""
+    """SPEC: paginated history of the user with cost aggregates: every row they enqueued, whatever its
+    target namespace."""
     svc = services(request)
     caller = caller_or_reply(svc, request)
     if isinstance(caller, Response):

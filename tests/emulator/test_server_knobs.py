@@ -8,7 +8,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 import pytest
 
-from batchgen.emulator import EmulatorConfig, Faults, RunningEmulator, running_emulator
+from batchgen.emulator import Account, EmulatorConfig, Faults, RunningEmulator, running_emulator
 
 from .conftest import FLUX, authed, wait_terminal, wait_until
 
@@ -146,3 +146,26 @@ def test_a_lost_reply_still_creates_every_row_in_legacy_mode_too(legacy: bool) -
         assert [c.get(f"/api/ai/queue/{g}").status_code for g in ids] == [404 if legacy else 200] * 4
         assert len(_ids(c.get("/api/ai/queue", params={"status": "succeeded"}))) == (0 if legacy else 4)
         assert sorted(_ids(c.get("/api/ai/generations"))) == sorted(ids)
+
+
+def test_org_namespace_rows_are_listed_under_the_org_only_and_are_in_the_users_history() -> None:
+    keys = {"k": Account(username="ann", namespaces=("some-org",))}
+    with running_emulator(EmulatorConfig(keys=keys, seed=7, duration_s=0, hold=True)) as emu, authed(emu) as c:
+        own = _ids(c.post("/api/ai/queue", json=FLUX))[0]
+        org = _ids(c.post("/api/ai/queue", json={**FLUX, "prompt": "for the org", "target_namespace": "some-org"}))[0]
+        wait_until(lambda: len(emu.held) == 2)
+        assert _ids(c.get("/api/ai/queue")) == [own]
+        assert _ids(c.get("/api/ai/queue", params={"namespace": "some-org"})) == [org]
+        assert _ids(c.get("/api/ai/queue", params={"namespace": "ann"})) == [own]
+        assert c.get("/api/ai/queue", params={"namespace": "other-org"}).status_code == 403
+        emu.release()
+        assert wait_terminal(c, org)["result_url"].split("/api/repos/")[1].startswith("some-org/")
+        assert wait_terminal(c, own)["status"] == "succeeded"
+        done = {"status": "succeeded"}
+        assert _ids(c.get("/api/ai/queue", params=done)) == [own]
+        assert _ids(c.get("/api/ai/queue", params={**done, "namespace": "some-org"})) == [org]
+        history = {g["generation_id"]: g for g in c.get("/api/ai/generations").json()["generations"]}
+        assert sorted(history) == sorted([own, org])
+        assert (history[org]["target_namespace"], history[org]["username"]) == ("some-org", "ann")
+        assert c.get(f"/api/ai/generations/{org}").json()["generation"]["status"] == "succeeded"
+        assert "namespace=some-org" in emu.ledger.list_calls
