@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -78,7 +78,6 @@ class Ledger:
         self._requests: list[RequestRecord] = []
         self._enqueues: list[EnqueueRecord] = []
         self._created: list[str] = []
-        self._by_body: dict[str, list[str]] = defaultdict(list)
         self._polls: Counter[str] = Counter()
         self._list_calls: list[str] = []
         self._downloads: list[DownloadRecord] = []
@@ -114,11 +113,10 @@ class Ledger:
             record.generation_ids = list(generation_ids)
             record.replied = replied
 
-    def record_created(self, generation_id: str, canonical_body: str) -> None:
+    def record_created(self, generation_id: str) -> None:
         """A generation row was created by a client request (enqueue or sync), not by a fault."""
         with self._lock:
             self._created.append(generation_id)
-            self._by_body[canonical_body].append(generation_id)
 
     def record_poll(self, generation_id: str) -> int:
         """Count a status poll; returns the 0-based attempt number of this poll."""
@@ -187,12 +185,6 @@ class Ledger:
     def created_ids(self) -> list[str]:
         with self._lock:
             return list(self._created)
-
-    @property
-    def generations_by_body(self) -> dict[str, list[str]]:
-        """Canonical request body -> generation ids it created, to count duplicate submissions."""
-        with self._lock:
-            return {body: list(ids) for body, ids in self._by_body.items()}
 
     def duplicate_bodies(self) -> dict[str, int]:
         """Bodies that were enqueued more than once (num_generations counted as one submission each)."""

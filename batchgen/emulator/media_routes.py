@@ -140,7 +140,7 @@ async def _generate(request: Request, media_type: str) -> Response:
         target_namespace=optional_str(body.get("target_namespace")),
     )
     svc.state.add(row)
-    svc.ledger.record_created(row.generation_id, canonical)
+    svc.ledger.record_created(row.generation_id)
     svc.ledger.end_enqueue(record, status=200, generation_ids=[row.generation_id], replied=True)
     started = svc.worker.start(row.generation_id)
     if started is not None and not started.status.is_terminal:

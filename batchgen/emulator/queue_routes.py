@@ -133,7 +133,7 @@ def _enqueue_reply(
                 target_directory=optional_str(body.get("target_directory")),
             )
         )
-        svc.ledger.record_created(gid, canonical)
+        svc.ledger.record_created(gid)
         ids.append(gid)
     return replies.json_reply({"generations": [{"generation_id": g, "status": "queued"} for g in ids]}), ids
 
