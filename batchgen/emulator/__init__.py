@@ -1,4 +1,4 @@
-"""A built-in emulator of Oxen.ai's async media API (docs: /work/shared/oxen-api.md, contract E1-E12).
+"""A built-in emulator of Oxen.ai's async media API (docs: docs/oxen-api.md, contract E1-E12).
 
     from batchgen.emulator import EmulatorConfig, Faults, running_emulator
 
