@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -25,7 +26,7 @@ from batchgen.engine.client import OxenClient, RetryPolicy
 from batchgen.engine.options import RunOptions
 from batchgen.engine.planning import make_plan
 from batchgen.engine.runner import Runner
-from batchgen.engine.store import NewJob, RunInfo, Store
+from batchgen.engine.store import Lease, NewJob, RunInfo, Store
 from batchgen.errors import OutputError, StateError
 
 DEFAULT_BASE_URL = "https://hub.oxen.ai"
@@ -75,7 +76,8 @@ def _api_endpoint(
         return
     from batchgen.emulator import EmulatorConfig, running_emulator
 
-    with running_emulator(EmulatorConfig(time_scale=time_scale)) as emu:
+    # a fresh seed per emulator: like the real API, a new one never hands out an id an earlier one did
+    with running_emulator(EmulatorConfig(time_scale=time_scale, seed=secrets.randbits(32))) as emu:
         yield emu.base_url, emu.api_key
 
 
@@ -97,6 +99,7 @@ def write_results_csv(store: Store, run: RunInfo, out_dir: Path) -> Path:
 async def _execute(
     store: Store,
     run: RunInfo,
+    lease: Lease,
     *,
     base_url: str,
     api_key: str | None,
@@ -107,8 +110,11 @@ async def _execute(
     retired_jobs: int = 0,
 ) -> RunSummary:
     out_dir = Path(run.out_dir)
-    async with OxenClient(base_url, api_key, retry=retry) as client:
-        outcome = await Runner(store, client, run, out_dir, options, on_progress).execute()
+    try:
+        async with OxenClient(base_url, api_key, retry=retry) as client:
+            outcome = await Runner(store, client, run, lease, out_dir, options, on_progress).execute()
+    finally:
+        store.release_run(lease)  # synchronous: a Ctrl-C cannot cut it half-way
     csv_path = write_results_csv(store, run, out_dir)
     return RunSummary(
         run=run.name,
@@ -170,16 +176,23 @@ async def run_async(
                     "max_cost": plan.budget,
                     "emulated": emulate,
                 },
+                budget=plan.budget,
             )
-            if emulate:  # a fresh emulator knows none of the old one's generations, which cost nothing
-                store.forget_remote(run.id)
-            added = store.add_jobs(run.id, [NewJob(j.spec, j.estimated_cost, j.media_type) for j in plan.jobs])
-            retired = store.retire_jobs(run.id, {j.spec.key for j in plan.jobs})
-            if retry_failed:
-                store.reset_jobs(run.id, [JobStatus.FAILED, JobStatus.CANCELLED])
+            lease = store.acquire_run(run.id, lease_seconds=options.lease_seconds)
+            try:
+                if emulate:  # a fresh emulator knows none of the old one's generations, which cost nothing
+                    store.forget_remote(lease)
+                added = store.add_jobs(lease, [NewJob(j.spec, j.estimated_cost, j.media_type) for j in plan.jobs])
+                retired = store.retire_jobs(lease, {j.spec.key for j in plan.jobs})
+                if retry_failed:
+                    store.retry_failed(lease)
+            except BaseException:
+                store.release_run(lease)
+                raise
             return await _execute(
                 store,
                 run,
+                lease,
                 base_url=url,
                 api_key=key,
                 options=options,
@@ -226,10 +239,23 @@ async def resume_async(
             resubmit_unknown=resubmit_unknown,
         )
         options = replace(options, **option_overrides)
-        if retry_failed:
-            store.reset_jobs(info.id, [JobStatus.FAILED, JobStatus.CANCELLED])
+        lease = store.acquire_run(info.id, lease_seconds=options.lease_seconds)
+        try:
+            if retry_failed:
+                store.retry_failed(lease)
+        except BaseException:
+            store.release_run(lease)
+            raise
         return await _execute(
-            store, info, base_url=url, api_key=key, options=options, on_progress=on_progress, retry=retry, new_jobs=0
+            store,
+            info,
+            lease,
+            base_url=url,
+            api_key=key,
+            options=options,
+            on_progress=on_progress,
+            retry=retry,
+            new_jobs=0,
         )
     finally:
         store.close()

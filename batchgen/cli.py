@@ -1,7 +1,8 @@
 """The command line: the only module that reads argv and the environment, prints, and exits.
 
 Exit codes: 0 all jobs succeeded; 1 finished with failed jobs; 2 invalid input (nothing enqueued);
-3 API unreachable or key refused; 130 interrupted.
+3 API unreachable or key refused; 4 another runner took the run over (this one was paused past its lease);
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from batchgen.core.manifest import load_manifest
 from batchgen.core.progress import Progress
 from batchgen.engine.cancel import cancel_run
 from batchgen.engine.store import Store
+from batchgen.engine.unused import fetch_unused
 
 EXIT_OK = 0
 EXIT_FAILED_JOBS = 1
 EXIT_INVALID = 2
 EXIT_API = 3
+EXIT_LEASE_LOST = 4
 EXIT_INTERRUPTED = 130
 
 app = typer.Typer(
@@ -61,6 +64,8 @@ def exit_code_for(error: errors.BatchgenError) -> int:
         return EXIT_API
     if isinstance(error, errors.ApiError):
         return EXIT_API
+    if isinstance(error, errors.LeaseLostError):
+        return EXIT_LEASE_LOST
     return EXIT_INVALID
 
 
@@ -260,7 +265,9 @@ def status(
     try:
         info = store.get_run(run_name)
         counts = store.status_counts(info.id)
-        estimated, spent = store.cost_totals(info.id)
+        estimated = store.estimated_total(info.id)
+        money = store.money(info.id)
+        unused = store.unused_generations(info.id)
     finally:
         store.close()
     data = {
@@ -268,7 +275,20 @@ def status(
         "jobs": sum(counts.values()),
         "counts": {s.value: n for s, n in counts.items()},
         "estimated_cost": round(estimated, 6),
-        "cost_so_far": round(spent, 6),
+        "cost_so_far": round(money.spent, 6),
+        "spent": round(money.spent, 6),
+        "reserved": round(money.reserved, 6),
+        "budget": money.budget,
+        "left": None if money.left is None else round(money.left, 6),
+        "unused_generations": [
+            {
+                "generation_id": u.generation_id,
+                "status": u.remote_status,
+                "cost": u.cost,
+                "estimated_cost": u.estimated_cost,
+            }
+            for u in unused
+        ],
         "out_dir": info.out_dir,
         "base_url": info.base_url,
         "running": info.owner is not None,
@@ -277,11 +297,19 @@ def status(
         stdout.print_json(json.dumps(data))
         return
     table = Table(title=f"run {info.name}", show_header=False)
-    for status_value, n in data["counts"].items():  # type: ignore[attr-defined]
-        table.add_row(status_value, str(n))
-    table.add_row("cost so far", f"${spent:.2f} of ~${estimated:.2f}")
+    for status_value, n in counts.items():
+        table.add_row(status_value.value, str(n))
+    table.add_row("spent", f"${money.spent:.2f} (estimate for every job: ~${estimated:.2f})")
+    table.add_row("reserved", f"${money.reserved:.2f} in flight")
+    if money.budget is not None:
+        table.add_row("budget", f"${money.budget:.2f} (${money.left or 0.0:.2f} left)")
     table.add_row("files", info.out_dir)
     stdout.print(table)
+    if unused:
+        stderr.print(
+            f"[yellow]{len(unused)} generation(s) of this run are paid for (or running) but no job uses them "
+            f"(${money.unused_cost:.2f})[/yellow]: `batchgen unused {info.name} --download` fetches them"
+        )
 
 
 @app.command()
@@ -316,6 +344,42 @@ def cancel(
     finally:
         store.close()
     stderr.print(f"cancelled {done.remote} generation(s) remotely and {done.local} job(s) in total")
+    if done.kept:
+        stderr.print(f"{done.kept} generation(s) had already succeeded (paid for): their jobs succeeded, files kept")
+    for line in done.left:
+        stderr.print(f"[yellow]left in flight:[/yellow] {line}")
+    if done.left:
+        stderr.print("run `batchgen cancel` again to retry, or `batchgen resume` to let them finish")
+        raise SystemExit(EXIT_FAILED_JOBS)
+
+
+@app.command()
+def unused(
+    run_name: Annotated[str | None, typer.Argument(metavar="[RUN]", help="Run name [default: the latest].")] = None,
+    db: DbOption = None,
+    base_url: BaseUrlOption = None,
+    download: Annotated[
+        bool, typer.Option("--download", help="Fetch them into OUT_DIR/unused/ (they are paid for).")
+    ] = False,
+) -> None:
+    """Generations the run paid for (or still runs) that no job uses: listed, and fetched with --download."""
+    store = Store.open(db or default_db(), create=False)
+    try:
+        info = store.get_run(run_name)
+        rows = store.unused_generations(info.id)
+        for row in rows:
+            cost = row.cost if row.cost is not None else row.estimated_cost
+            stdout.print(f"{row.generation_id}\t{row.remote_status}\t{row.model}\t${cost or 0.0:.2f}\t{row.how}")
+        if not download or not rows:
+            stderr.print(f"{len(rows)} paid-but-unused generation(s) in run {info.name!r}")
+            return
+        url = base_url or info.base_url or os.environ.get("BATCHGEN_BASE_URL") or DEFAULT_BASE_URL
+        dest = Path(info.out_dir) / "unused"
+        fetched = anyio.run(lambda: fetch_unused(store, info, url, os.environ.get("OXEN_API_KEY"), dest))
+    finally:
+        store.close()
+    for item in fetched:
+        stderr.print(f"{item.generation_id}: {item.path}" if item.path else f"{item.generation_id}: {item.reason}")
 
 
 # ---- export and report commands ----

@@ -3,8 +3,10 @@
     BatchgenError                 anything a user can cause or fix; never shown with a traceback
     ├── ManifestError             the manifest is unreadable or invalid (carries every Problem) -> exit 2
     ├── BudgetError               the estimate exceeds the budget / --max-cost -> exit 2
+    │   └── BudgetExceededError   an intent would take spent + reserved past the run's budget: stop submitting
     ├── StateError                the state database is missing, busy, read-only, or has no such run
-    │   └── RunLockedError        another runner holds this run
+    │   ├── RunLockedError        another runner holds this run
+    │   └── LeaseLostError        this runner's lease was taken over (it was paused past it): send nothing -> exit 4
     ├── OutputError               the output directory is unwritable or the disk is full
     └── ApiError                  the API answered something we cannot use
         ├── ApiUnreachableError   no connection / DNS / TLS: nothing was answered -> exit 3
@@ -52,12 +54,28 @@ class BudgetError(BatchgenError):
     """The estimated cost of the run exceeds the budget."""
 
 
+class BudgetExceededError(BudgetError):
+    """Committing this intent would take the run's spent + reserved money past its budget."""
+
+    def __init__(self, *, spent: float, reserved: float, budget: float, needed: float) -> None:
+        self.spent, self.reserved, self.budget, self.needed = spent, reserved, budget, needed
+        left = max(0.0, budget - spent - reserved)
+        super().__init__(
+            f"the budget of ${budget:.2f} would be exceeded: ${spent:.2f} spent, ${reserved:.2f} reserved "
+            f"for generations in flight, ${left:.2f} left, the next enqueue needs ${needed:.2f}"
+        )
+
+
 class StateError(BatchgenError):
     """The state database cannot be used as asked."""
 
 
 class RunLockedError(StateError):
     """Another live runner holds the run."""
+
+
+class LeaseLostError(StateError):
+    """Another runner took this run over (this one was paused or cut off past its lease): it must send nothing."""
 
 
 class OutputError(BatchgenError):

@@ -27,8 +27,14 @@ def test_no_rate_no_eta() -> None:
 
 def test_file_stems_cannot_carry_a_path() -> None:
     stem = safe_file_stem("run", "abc123", '../../etc/passwd =HYPERLINK("x")')
-    assert stem == "abc123-etc-passwd-hyperlink-x"
-    assert safe_file_stem("run", "k", "///") == "k"
+    assert stem == "run-abc123-etc-passwd-hyperlink-x"
+    assert safe_file_stem("run", "k", "///") == "run-k"
+
+
+def test_two_runs_sharing_an_output_directory_never_write_the_same_file() -> None:
+    # the same manifest under two run names gives the same job keys: the run's name must tell the files apart
+    assert safe_file_stem("ads-v1", "k", "an ox") != safe_file_stem("ads-v2", "k", "an ox")
+    assert safe_file_stem("../Ads V1", "k", "x").startswith("ads-v1-k")
 
 
 def test_failure_classes() -> None:

@@ -71,8 +71,14 @@ class Progress:
         )
 
 
+def _slug(text: str, limit: int) -> str:
+    slug = "".join(c if c.isascii() and c.isalnum() else "-" for c in text.lower())
+    return "-".join(part for part in slug.split("-") if part)[:limit].strip("-")
+
+
 def safe_file_stem(run: str, key: str, prompt: str, limit: int = 40) -> str:
-    """A file name stem made only of [a-z0-9-], so no prompt can escape the output directory or hide a path."""
-    slug = "".join(c if c.isascii() and c.isalnum() else "-" for c in prompt.lower())
-    slug = "-".join(part for part in slug.split("-") if part)[:limit].strip("-")
-    return f"{key}-{slug}" if slug else key
+    """A file name stem made only of [a-z0-9-], so no prompt can escape the output directory or hide a path.
+    It starts with the run's name: two runs sharing an output directory never write the same file."""
+    run_slug = _slug(run, 24) or "run"
+    slug = _slug(prompt, limit)
+    return f"{run_slug}-{key}-{slug}" if slug else f"{run_slug}-{key}"

@@ -11,6 +11,8 @@ import hashlib
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -21,6 +23,7 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 from tenacity.wait import wait_base
 
+from batchgen.core.origins import key_may_go_to
 from batchgen.core.remote import (
     RemoteGeneration,
     error_kind,
@@ -67,11 +70,6 @@ class _WaitHonouringRetryAfter(wait_base):
         return float(self.fallback(retry_state))
 
 
-def same_origin(url: str, base_url: str) -> bool:
-    a, b = urlsplit(url), urlsplit(base_url)
-    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
-
-
 class OxenClient:
     """Typed access to the endpoints batchgen uses."""
 
@@ -95,6 +93,7 @@ class OxenClient:
             follow_redirects=False,
         )
         self.requests_sent = 0
+        self.clock_offset: timedelta | None = None  # the server's clock minus ours, from its Date header
 
     async def __aenter__(self) -> OxenClient:
         return self
@@ -103,21 +102,42 @@ class OxenClient:
         await self.http.aclose()
 
     def auth_headers(self, url: str) -> dict[str, str]:
-        """The Authorization header for `url`: only when it is the API's own origin."""
-        if self._api_key and same_origin(url, self.base_url):
+        """The Authorization header for `url`: only to the API's own origin, over https (or loopback)."""
+        if self._api_key and key_may_go_to(url, self.base_url):
             return {"Authorization": f"Bearer {self._api_key}"}
         return {}
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
+    def server_now(self) -> datetime | None:
+        """The server's time now, by its last Date header (None when it never sent one)."""
+        return None if self.clock_offset is None else datetime.now(UTC) + self.clock_offset
+
+    def _note_server_clock(self, response: httpx.Response, sent_at: datetime) -> None:
+        value = response.headers.get("date")
+        if not value:
+            return
+        try:
+            server = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return
+        if server.tzinfo is None:
+            return
+        # the header has 1 s resolution, truncated: the server's time was in [server, server + 1 s)
+        midpoint = sent_at + (datetime.now(UTC) - sent_at) / 2
+        self.clock_offset = server + timedelta(seconds=0.5) - midpoint
+
     # ---- plumbing --------------------------------------------------------------------------------------
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         url = self.url(path)
         self.requests_sent += 1
+        sent_at = datetime.now(UTC)
         try:
-            return await self.http.request(method, url, headers=self.auth_headers(url), **kwargs)
+            response = await self.http.request(method, url, headers=self.auth_headers(url), **kwargs)
+            self._note_server_clock(response, sent_at)
+            return response
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise ApiUnreachableError(f"cannot reach {self.base_url}: {exc or type(exc).__name__}") from exc
         except httpx.TransportError as exc:
@@ -185,9 +205,11 @@ class OxenClient:
         generation = parse_generation(row)
         return None if generation is None else (generation, _cost(row))
 
-    async def list_queue(self, *, model: str | None = None, status: str | None = None) -> list[RemoteGeneration]:
-        """GET /api/ai/queue (active rows by default; `status` for terminal ones)."""
-        params = {k: v for k, v in {"model": model, "status": status}.items() if v}
+    async def list_queue(
+        self, *, model: str | None = None, status: str | None = None, namespace: str | None = None
+    ) -> list[RemoteGeneration]:
+        """GET /api/ai/queue (active rows by default; `status` for terminal ones; `namespace` for an org's)."""
+        params = {k: v for k, v in {"model": model, "status": status, "namespace": namespace}.items() if v}
         data = await self._get_json("/api/ai/queue", params or None)
         rows = data.get("generations", []) if isinstance(data, dict) else []
         return [g for g in (parse_generation(r) for r in rows if isinstance(rows, list)) if g is not None]
@@ -332,4 +354,4 @@ def _raise_for(response: httpx.Response, what: str) -> None:
             raise RequestRejectedError(message, status=status)
 
 
-__all__ = ["ApiError", "OxenClient", "RetryPolicy", "same_origin"]
+__all__ = ["ApiError", "OxenClient", "RetryPolicy"]

@@ -10,7 +10,7 @@ import anyio
 
 from batchgen.core.progress import safe_file_stem
 from batchgen.engine.client import OxenClient
-from batchgen.engine.store import JobState, Store
+from batchgen.engine.store import JobState, Lease, Store
 from batchgen.errors import (
     ApiError,
     ApiUnreachableError,
@@ -24,12 +24,13 @@ EXTENSIONS = {"video": ".mp4", "image": ".png"}
 
 
 def destination(out_dir: Path, run_name: str, job: JobState) -> Path:
-    """Where a job's file goes: a name made only of [a-z0-9-], so no prompt can leave `out_dir`."""
+    """Where a job's file goes: a name made only of [a-z0-9-], so no prompt can leave `out_dir`, and starting
+    with the run's name, so two runs sharing an output directory never write the same file."""
     stem = safe_file_stem(run_name, job.key, job.prompt_slug_source)
     return out_dir / f"{stem}{EXTENSIONS.get(job.media_type, '.bin')}"
 
 
-async def refresh_result_url(client: OxenClient, store: Store, job: JobState) -> None:
+async def refresh_result_url(client: OxenClient, store: Store, lease: Lease, job: JobState) -> None:
     """Read result_url again from the status row (when the URLs at hand were refused or never known)."""
     try:
         remote = await client.get_generation(job.generation_id or "")
@@ -37,7 +38,7 @@ async def refresh_result_url(client: OxenClient, store: Store, job: JobState) ->
         return
     if remote is not None and remote.result_url:
         job.result_url = remote.result_url
-        store.update_job(job.id, result_url=remote.result_url)
+        store.record_result_url(lease, job, remote.result_url)
 
 
 async def fetch_result(

@@ -79,8 +79,57 @@ def m001_initial(db: Connection) -> None:
     db.execute(text("CREATE INDEX ix_jobs_generation_id ON jobs (generation_id)"))
 
 
+@migration
+def m002_money_ledger(db: Connection) -> None:
+    """Fenced ownership (epoch, lease_until), the run's own budget, and the ledger of every generation."""
+    db.execute(text("ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
+    db.execute(text("ALTER TABLE runs ADD COLUMN lease_until DATETIME"))
+    db.execute(text("ALTER TABLE runs ADD COLUMN budget FLOAT"))
+    db.execute(
+        text(
+            """
+            CREATE TABLE generations (
+                generation_id VARCHAR PRIMARY KEY,
+                run_id INTEGER NOT NULL REFERENCES runs (id),
+                job_id INTEGER REFERENCES jobs (id),
+                model VARCHAR NOT NULL,
+                request_json VARCHAR NOT NULL,
+                how VARCHAR NOT NULL,
+                seen_at DATETIME NOT NULL,
+                enqueued_at DATETIME,
+                remote_status VARCHAR NOT NULL,
+                estimated_cost FLOAT,
+                cost FLOAT,
+                result_url VARCHAR,
+                updated_at DATETIME NOT NULL
+            )"""
+        )
+    )
+    db.execute(text("CREATE INDEX ix_generations_run_id ON generations (run_id)"))
+    db.execute(text("CREATE INDEX ix_generations_job_id ON generations (job_id)"))
+    # every generation a job ever had is in the ledger: backfill what older databases knew
+    db.execute(
+        text(
+            """
+            INSERT INTO generations (generation_id, run_id, job_id, model, request_json, how, seen_at, enqueued_at,
+                                     remote_status, estimated_cost, cost, result_url, updated_at)
+            SELECT generation_id, run_id, id, model, params_json, 'enqueued', COALESCE(enqueued_at, updated_at),
+                   enqueued_at,
+                   CASE status WHEN 'succeeded' THEN 'succeeded' WHEN 'downloading' THEN 'succeeded'
+                               WHEN 'failed' THEN CASE error_class WHEN 'download' THEN 'succeeded' ELSE 'failed' END
+                               WHEN 'cancelled' THEN 'cancelled' ELSE status END,
+                   estimated_cost, cost, result_url, updated_at
+            FROM jobs WHERE generation_id IS NOT NULL"""
+        )
+    )
+
+
 def apply_migrations(db: Connection) -> list[str]:
-    """Apply every migration not yet recorded, in order, each in the caller's transaction; return their names."""
+    """Apply every migration not yet recorded, in order, all in the caller's transaction; return their names.
+
+    The caller's transaction must be a real one (the store begins it with BEGIN IMMEDIATE), so a crash half-way
+    leaves the database as it was, and a second process opening a new database at the same moment waits for the
+    first and then finds every migration applied."""
     db.execute(text("CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at DATETIME)"))
     done = {row[0] for row in db.execute(text("SELECT name FROM schema_migrations"))}
     applied = []

@@ -15,6 +15,7 @@ import httpx
 from batchgen.core.expansion import expand
 from batchgen.core.images import HEAD_BYTES, image_size
 from batchgen.core.manifest import Manifest, load_manifest
+from batchgen.core.origins import key_may_go_to
 from batchgen.core.plan import Plan, RegistryView, build_plan
 from batchgen.core.validation import ImageProbe, images_to_probe
 from batchgen.engine.registry import ModelRegistry
@@ -72,11 +73,10 @@ async def probe_images(
     """Fetch the first HEAD_BYTES of each http(s) URL and read its image size; failures say why."""
     results: dict[str, ImageProbe] = {}
     limiter = anyio.CapacityLimiter(PROBE_CONCURRENCY)
-    api_host = urlsplit(base_url).netloc
 
     async def probe(url: str) -> None:
         async with limiter:
-            results[url] = await _probe_one(http, url, api_key if urlsplit(url).netloc == api_host else None)
+            results[url] = await _probe_one(http, url, api_key if key_may_go_to(url, base_url) else None)
 
     async with anyio.create_task_group() as group:
         for url in urls:
@@ -92,6 +92,7 @@ async def _probe_one(http: httpx.AsyncClient, url: str, api_key: str | None) -> 
         headers["Authorization"] = f"Bearer {api_key}"
     head = bytearray()
     try:
+        # httpx drops the Authorization header on a redirect to any other scheme, host or port
         async with http.stream("GET", url, headers=headers, timeout=PROBE_TIMEOUT, follow_redirects=True) as response:
             if response.status_code not in (200, 206):
                 return ImageProbe(None, f"HTTP {response.status_code}")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -18,21 +19,24 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from batchgen.core.jobs import JobStatus, canonical_json
+from batchgen.core.lifecycle import JobEvent
+from batchgen.core.matching import Window
 from batchgen.core.progress import Progress
 from batchgen.core.remote import RemoteGeneration, failure_class
 from batchgen.engine.client import OxenClient
 from batchgen.engine.downloads import destination, fetch_result, refresh_result_url
 from batchgen.engine.events import EventListener
 from batchgen.engine.options import RunOptions, RunOutcome
-from batchgen.engine.reconcile import current_state, find_orphans
+from batchgen.engine.reconcile import current_state, read_candidates
 from batchgen.engine.scheduler import AdaptiveLimit, SubmitGate
 from batchgen.engine.settle import settle_details
-from batchgen.engine.store import JobState, RunInfo, Store
+from batchgen.engine.store import JobState, Lease, RunInfo, Store
 from batchgen.errors import (
     ApiError,
     ApiUnreachableError,
     AuthError,
     BatchgenError,
+    BudgetExceededError,
     EnqueueUnknownError,
     InsufficientCreditsError,
     OutputError,
@@ -44,28 +48,38 @@ from batchgen.errors import (
 ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
 UNFINISHED = (JobStatus.PENDING, JobStatus.SUBMITTING, JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.DOWNLOADING)
 INTENT_BATCH = 64  # at most this many intents share one durable commit
+NOT_FOUND_READS = 2  # reads that must agree an enqueue created nothing (or a generation is gone) before acting
+
+
+def lease_clock() -> float:
+    """Seconds that keep counting while the machine sleeps (CLOCK_BOOTTIME), so a lease check after a laptop's
+    sleep sees the time that passed; monotonic where there is no such clock."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 class _Halt(Exception):
-    """Stop the run now (auth refused, API gone, disk unusable): the state stays resumable."""
+    """Stop the run now (auth refused, API gone, disk unusable, lease lost): the state stays resumable."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
 
 
 class Runner:
-    """Runs one run to completion against one API."""
+    """Runs one run to completion against one API, holding the run's lease."""
 
     def __init__(
         self,
         store: Store,
         client: OxenClient,
         run: RunInfo,
+        lease: Lease,
         out_dir: Path,
         options: RunOptions,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
-        self.store, self.client, self.run, self.out_dir, self.options = store, client, run, out_dir, options
+        self.store, self.client, self.run, self.lease = store, client, run, lease
+        self.out_dir, self.options = out_dir, options
         self.on_progress = on_progress
         self.limit = AdaptiveLimit(options.concurrency)
         self.gate = SubmitGate(options.submit_rate)
@@ -76,14 +90,17 @@ class Runner:
         self.pending: deque[JobState] = deque()
         self.repeated: set[str] = set()  # requests more than one pending job makes: only these are grouped
         self.last_heard: dict[int, float] = {}
+        self.not_found: dict[int, int] = {}  # job id -> consecutive reads that found no trace of its generation
         self.slotted: set[int] = set()
+        self.giving_up: set[int] = set()  # jobs whose timeout cancel is under way
+        self.reconciling: dict[str, anyio.Lock] = {}  # one reconciliation at a time per request
         self.halted_submits: str | None = None
         self.submitter_running = False
-        self.committed_cost = 0.0
         self.changed = anyio.Event()
         self.listener: EventListener | None = None
         self.reconcile_wanted = anyio.Event()
         self.started = time.monotonic()
+        self.lease_confirmed_at = lease_clock()
         self.finished_times: deque[float] = deque(maxlen=200)
         self.unreachable_since: float | None = None
         self._tg: TaskGroup | None = None
@@ -91,8 +108,8 @@ class Runner:
     # ---- entry ---------------------------------------------------------------------------------------
 
     async def execute(self) -> RunOutcome:
-        """Run until every job is terminal (or nothing more can be done); raise on auth/API/disk failure."""
-        owner = self.store.acquire_run(self.run.id)
+        """Run until every job is terminal (or nothing more can be done); raise on auth/API/disk/lease failure.
+        The caller holds the lease and releases it."""
         outcome = RunOutcome(self.run.name, {})
         try:
             await self.client.check_access()
@@ -107,19 +124,18 @@ class Runner:
                     if not self.options.poll_only:
                         self.listener = EventListener(self.client, self._on_event, self._on_connect)
                         await tg.start(self.listener.listen)
-                    tg.start_soon(self._heartbeat, owner)
+                    tg.start_soon(self._heartbeat)
                     tg.start_soon(self._recover)
                     tg.start_soon(self._submitter)
                     tg.start_soon(self._watchdog)
                     tg.start_soon(self._progress_loop)
                     await self._wait_until_done()
-                    await settle_details(self.client, self.store, self.run.id)
+                    await settle_details(self.client, self.store, self.lease)
                     tg.cancel_scope.cancel()
             except* (_Halt, BatchgenError) as group:
                 raise _first_user_error(group) from None
         finally:
             # plain synchronous calls: nothing here can be cancelled half-way
-            self.store.release_run(self.run.id, owner)
             outcome.counts = self.store.status_counts(self.run.id)
             outcome.elapsed_s = time.monotonic() - self.started
             outcome.requests = self.client.requests_sent
@@ -129,22 +145,15 @@ class Runner:
         return outcome
 
     def _load(self) -> None:
-        self.store.retry_downloads(self.run.id)
+        self.store.retry_downloads(self.lease)
         for job in self.store.load_jobs(self.run.id, [*UNFINISHED, JobStatus.UNKNOWN]):
-            if job.status is JobStatus.UNKNOWN and self.options.resubmit_unknown:
-                self.store.update_job(job.id, JobStatus.PENDING, generation_id=None)
-                job.status = JobStatus.PENDING
-            if job.status is JobStatus.UNKNOWN:
-                continue
             self.jobs[job.id] = job
             if job.generation_id:
                 self.by_generation[job.generation_id] = job
             if job.status is JobStatus.PENDING:
                 self.pending.append(job)
-            elif job.status is not JobStatus.DOWNLOADING:
-                self.committed_cost += job.estimated_cost or 0.0
-                if self.limit.try_acquire(job.id):
-                    self.slotted.add(job.id)
+            elif job.status is not JobStatus.DOWNLOADING and self.limit.try_acquire(job.id):
+                self.slotted.add(job.id)
         seen: set[str] = set()
         for job in self.pending:
             key = _request_key(job)
@@ -153,7 +162,7 @@ class Runner:
             seen.add(key)
 
     async def _wait_until_done(self) -> None:
-        # self.jobs holds only unfinished jobs (_set drops the others), so this check is O(1) until submitting halts
+        # self.jobs holds only unfinished jobs (_moved drops the others), so this check is O(1) until submitting halts
         while True:
             if not self.jobs:
                 return
@@ -163,10 +172,10 @@ class Runner:
             with anyio.move_on_after(1.0):
                 await self.changed.wait()
 
-    # ---- state transitions ----------------------------------------------------------------------------
+    # ---- bookkeeping of this process's copy of the jobs --------------------------------------------------
 
-    def _set(self, job: JobState, status: JobStatus, **fields: object) -> None:
-        self.store.update_job(job.id, status, **fields)
+    def _moved(self, job: JobState, status: JobStatus) -> None:
+        """The store moved `job` to `status`: follow in memory (slots, what is left to do)."""
         job.status = status
         if status.is_terminal or status in (JobStatus.DOWNLOADING, JobStatus.PENDING, JobStatus.UNKNOWN):
             self._free_slot(job)
@@ -181,11 +190,12 @@ class Runner:
             self.slotted.discard(job.id)
             self.limit.release(job.id)
 
-    def _adopt(self, job: JobState, generation_id: str) -> None:
+    def _adopted(self, job: JobState, generation_id: str) -> None:
         job.generation_id = generation_id
-        job.status = JobStatus.QUEUED
         self.by_generation[generation_id] = job
         self.last_heard[job.id] = time.monotonic()
+        self.not_found.pop(job.id, None)
+        self._moved(job, JobStatus.QUEUED)
 
     async def _observe(self, remote: RemoteGeneration) -> None:
         """Apply what the API says about a generation we own (from an event or a poll); duplicates are no-ops."""
@@ -193,21 +203,17 @@ class Runner:
         if job is None or job.status not in ACTIVE:
             return
         self.last_heard[job.id] = time.monotonic()
+        self.not_found.pop(job.id, None)
         if remote.status == "processing" and job.status is JobStatus.QUEUED:
-            self._set(job, JobStatus.PROCESSING, started_at=remote.started_at)
+            self.store.mark_started(self.lease, job, remote)
+            self._moved(job, JobStatus.PROCESSING)
         elif remote.status == "succeeded":
             job.download_url = remote.download_url or job.download_url
             job.result_url = remote.result_url or job.result_url
             downloading = self.options.download and self._tg is not None
             # with downloads off the job is done now: one commit instead of two on the path that frees a slot
-            self._set(
-                job,
-                JobStatus.DOWNLOADING if downloading else JobStatus.SUCCEEDED,
-                result_url=job.result_url,
-                download_url=job.download_url,
-                completed_at=remote.completed_at or datetime.now(UTC),
-                **({"started_at": remote.started_at} if remote.started_at else {}),
-            )
+            status = self.store.mark_succeeded_remotely(self.lease, job, remote, download=downloading)
+            self._moved(job, status)
             if downloading and self._tg is not None:
                 self._tg.start_soon(self._download, job)
         elif remote.status == "failed":
@@ -215,21 +221,20 @@ class Runner:
             klass = failure_class(error)
             if klass == "insufficient_credits":
                 self.halted_submits = f"the account ran out of credits ({error}); add credits, then `batchgen resume`"
-            self._set(
-                job,
-                JobStatus.FAILED,
-                error=error,
-                error_class=klass,
-                completed_at=remote.completed_at or datetime.now(UTC),
+            self.store.mark_failed(
+                self.lease, job, JobEvent.FAILED_REMOTELY, error=error, error_class=klass, remote=remote
             )
+            self._moved(job, JobStatus.FAILED)
         elif remote.status == "cancelled":
-            self._set(
+            self.store.mark_failed(
+                self.lease,
                 job,
-                JobStatus.CANCELLED,
+                JobEvent.CANCELLED_REMOTELY,
                 error="cancelled remotely",
                 error_class="cancelled",
-                completed_at=remote.completed_at,
+                remote=remote,
             )
+            self._moved(job, JobStatus.CANCELLED)
 
     # ---- events --------------------------------------------------------------------------------------
 
@@ -269,17 +274,13 @@ class Runner:
         self.submitter_running = True
         async with anyio.create_task_group() as tg:
             while self.pending and not self.halted_submits:
-                batch = await self._take_batch()
+                batch = self._commit_intents(await self._take_batch())
                 if not batch:
                     break
-                # one durable commit (one fsync) for every intent of the batch, not one per enqueue
-                jobs = [job for group in batch for job in group]
-                intent = self.store.record_intent([j.id for j in jobs])
-                for job in jobs:
-                    job.status, job.intent_at = JobStatus.SUBMITTING, intent
-                    job.attempts += 1
                 for index, group in enumerate(batch):
                     await self.gate.wait_turn()
+                    if not self.halted_submits:
+                        await self._ensure_lease()  # a runner paused past its lease sends nothing
                     if self.halted_submits:
                         for unsent in batch[index:]:
                             self._unsend(unsent)
@@ -288,9 +289,38 @@ class Runner:
             self.submitter_running = False  # from here on a requeue must start a new one
         self.changed.set()
 
+    def _commit_intents(self, batch: list[list[JobState]]) -> list[list[JobState]]:
+        """Commit the intents of the batch: one durable, fenced, budget-checked transaction when the whole batch
+        fits the budget; otherwise group by group until one does not, which stops submitting."""
+        if not batch:
+            return []
+        try:
+            self._record_intents([job for group in batch for job in group])
+            return batch
+        except BudgetExceededError:
+            pass
+        committed: list[list[JobState]] = []
+        for index, group in enumerate(batch):
+            try:
+                self._record_intents(group)
+            except BudgetExceededError as exc:
+                self.halted_submits = str(exc)
+                for job in reversed([j for g in batch[index:] for j in g]):
+                    self._free_slot(job)
+                    self.pending.appendleft(job)
+                break
+            committed.append(group)
+        return committed
+
+    def _record_intents(self, jobs: list[JobState]) -> None:
+        intent = self.store.record_intents(self.lease, jobs)
+        for job in jobs:
+            job.status, job.intent_at = JobStatus.SUBMITTING, intent
+            job.attempts += 1
+
     async def _take_batch(self) -> list[list[JobState]]:
-        """The next group (waiting for room), then every further group that fits in the slots free right now,
-        within the budget. Each group becomes one enqueue."""
+        """The next group (waiting for room), then every further group that fits in the slots free right now.
+        Each group becomes one enqueue."""
         batch: list[list[JobState]] = []
         taken = 0
         while self.pending and taken < INTENT_BATCH:
@@ -305,18 +335,6 @@ class Runner:
                 await anyio.lowlevel.checkpoint()
             if not held:
                 break
-            cost = sum(j.estimated_cost or 0.0 for j in held)
-            if self.options.max_cost is not None and self.committed_cost + cost > self.options.max_cost + 1e-9:
-                for job in reversed(held):
-                    self._free_slot(job)
-                    self.pending.appendleft(job)
-                if not batch:
-                    self.halted_submits = (
-                        f"the budget of ${self.options.max_cost:.2f} would be exceeded "
-                        f"(${self.committed_cost:.2f} committed)"
-                    )
-                break
-            self.committed_cost += cost
             batch.append(held)
             taken += len(held)
         return batch
@@ -336,9 +354,9 @@ class Runner:
 
     def _unsend(self, group: list[JobState]) -> None:
         """An intent whose POST was never sent (submitting stopped first): back to pending, nothing to reconcile."""
+        self.store.mark_unsent(self.lease, [j.id for j in group])
         for job in reversed(group):
-            self.committed_cost -= job.estimated_cost or 0.0
-            self._set(job, JobStatus.PENDING)
+            self._moved(job, JobStatus.PENDING)
             self.pending.appendleft(job)
 
     async def _take_slots(self, group: list[JobState]) -> list[JobState]:
@@ -365,7 +383,7 @@ class Runner:
         try:
             ids = await self.client.enqueue(body)
         except EnqueueUnknownError:
-            await self._reconcile_submitting(group)
+            await self._reconcile(group)
             return
         except (RateLimitedError, ApiUnreachableError, InsufficientCreditsError, ServerError) as exc:
             self._requeue(group, exc)
@@ -374,25 +392,24 @@ class Runner:
             self._requeue(group, exc)
             raise _Halt(exc) from exc
         except RequestRejectedError as exc:
+            self.store.mark_rejected(self.lease, [j.id for j in group], error=str(exc))
             for job in group:
-                self.committed_cost -= job.estimated_cost or 0.0
-                self._set(job, JobStatus.FAILED, error=str(exc), error_class="rejected")
+                self._moved(job, JobStatus.FAILED)
             return
         self.unreachable_since = None
         self.limit.succeeded()
-        self.store.record_enqueued(list(zip([j.id for j in group], ids, strict=True)))
+        self.store.record_enqueued(self.lease, list(zip(group, ids, strict=True)))
         for job, generation_id in zip(group, ids, strict=True):
-            self._adopt(job, generation_id)
+            self._adopted(job, generation_id)
             early = self.early.pop(generation_id, None)
             if early is not None:
                 await self._observe(early)
-        self.changed.set()
 
     def _requeue(self, group: list[JobState], exc: ApiError) -> None:
         """Nothing was created: the jobs go back to the front of the line, and submitting pauses."""
+        self.store.mark_not_created(self.lease, [j.id for j in group], error=str(exc), error_class=type(exc).__name__)
         for job in reversed(group):
-            self.committed_cost -= job.estimated_cost or 0.0
-            self._set(job, JobStatus.PENDING, error=str(exc), error_class=type(exc).__name__)
+            self._moved(job, JobStatus.PENDING)
             self.pending.appendleft(job)
         if isinstance(exc, RateLimitedError):
             self.limit.shrink()
@@ -409,56 +426,82 @@ class Runner:
     def _backoff(self, attempt: int) -> float:
         return float(min(self.options.backoff_max, self.options.backoff_initial * 2 ** max(0, min(attempt - 1, 10))))
 
-    async def _reconcile_submitting(self, group: list[JobState]) -> None:
-        """An enqueue may or may not have created generations: find them in the queue before anything is resent."""
-        for attempt in range(1, self.options.reconcile_tries + 1):
-            await anyio.sleep(self.options.reconcile_grace * attempt)
-            try:
-                found = await find_orphans(
-                    self.client, group, self.store.owned_generation_ids() | set(self.by_generation)
-                )
-            except AuthError:
-                raise
-            except ApiError:
-                continue
-            if found:
-                self.store.record_enqueued([(job_id, gen.generation_id) for job_id, gen in found.items()])
-            for job in group:
-                if job.id in found:
-                    self._adopt(job, found[job.id].generation_id)
-                    await self._observe(found[job.id])
-                    early = self.early.pop(found[job.id].generation_id, None)
+    # ---- reconciling lost enqueue replies -------------------------------------------------------------
+
+    async def _reconcile(self, group: list[JobState], *, resubmit_undecidable: bool = False) -> None:
+        """An enqueue may or may not have created generations: find them before anything is resent.
+
+        One reconciliation at a time per request, so identical requests (repeats) never race for the same
+        candidates; each adoption is reserved in the ledger in the transaction that assigns it. A job is sent
+        again only after NOT_FOUND_READS reads of the queue agree that nothing was created for it."""
+        async with self.reconciling.setdefault(_request_key(group[0]), anyio.Lock()):
+            left = list(group)
+            empty_reads = 0
+            for attempt in range(1, self.options.reconcile_tries + 1):
+                await anyio.sleep(self.options.reconcile_grace * attempt)
+                try:
+                    found = await self._claim_orphans(left)
+                except AuthError as exc:
+                    raise _Halt(exc) from exc
+                except ApiError:
+                    continue
+                for job in left:
+                    remote = found.get(job.id)
+                    if remote is None:
+                        continue
+                    self._adopted(job, remote.generation_id)
+                    await self._observe(remote)
+                    early = self.early.pop(remote.generation_id, None)
                     if early is not None:
                         await self._observe(early)
-                else:
-                    # the queue, read after the failed POST, has no such generation: it was never created
-                    self._requeue([job], ServerError("enqueue was not created; sending it again"))
-            self.changed.set()
-            return
-        for job in group:
-            self._set(
-                job,
-                JobStatus.UNKNOWN,
-                error="the enqueue reply was lost and the queue could not be read to check whether it was created",
-                error_class="enqueue_unknown",
-            )
+                left = [j for j in left if j.id not in found]
+                if not left:
+                    return
+                empty_reads += 1
+                if empty_reads >= NOT_FOUND_READS:
+                    # the queue, read again and again after the failed POST, has no such generation
+                    self._requeue(left, ServerError("the enqueue created nothing (read twice); sending it again"))
+                    return
+            if resubmit_undecidable:
+                self.store.resubmit_unknown(self.lease, [j.id for j in left])
+                for job in reversed(left):
+                    self._moved(job, JobStatus.PENDING)
+                    self.pending.appendleft(job)
+                if self._tg is not None and not self.submitter_running:
+                    self._tg.start_soon(self._submitter)
+                return
+            error = "the enqueue reply was lost and the queue could not be read to check whether it was created"
+            self.store.mark_undecidable(self.lease, [j.id for j in left], error=error)
+            for job in left:
+                self._moved(job, JobStatus.UNKNOWN)
+
+    async def _claim_orphans(self, jobs: list[JobState]) -> dict[int, RemoteGeneration]:
+        earliest = min((j.intent_at for j in jobs if j.intent_at), default=None)
+        window = Window(clock_offset=self.client.clock_offset)
+        since = None
+        if earliest is not None:
+            since = earliest + (self.client.clock_offset or timedelta(0)) - window.slack
+        candidates = await read_candidates(self.client, jobs[0].model, namespace=jobs[0].namespace, since=since)
+        window = Window(clock_offset=self.client.clock_offset, server_now=self.client.server_now())
+        return self.store.claim_orphans(self.lease, jobs, candidates, window)
 
     # ---- recovery, polling, the safety net ------------------------------------------------------------
 
     async def _recover(self) -> None:
-        """Pick up what a previous runner left between two steps."""
-        leftovers = [j for j in self.jobs.values() if j.status is JobStatus.SUBMITTING]
-        by_request: dict[tuple[str, str], list[JobState]] = {}
+        """Pick up what a previous runner left between two steps; undecided jobs are reconciled again."""
+        leftovers = [j for j in self.jobs.values() if j.status in (JobStatus.SUBMITTING, JobStatus.UNKNOWN)]
+        by_request: dict[str, list[JobState]] = {}
         for job in leftovers:
-            by_request.setdefault((job.model, repr(sorted(job.params.items()))), []).append(job)
+            by_request.setdefault(_request_key(job), []).append(job)
         async with anyio.create_task_group() as tg:
             for group in by_request.values():
-                tg.start_soon(self._reconcile_submitting, group)
+                tg.start_soon(partial(self._reconcile, group, resubmit_undecidable=self.options.resubmit_unknown))
             for job in [j for j in self.jobs.values() if j.status is JobStatus.DOWNLOADING]:
                 if self.options.download:
                     tg.start_soon(self._download, job)
                 else:
-                    self._set(job, JobStatus.SUCCEEDED)
+                    self.store.mark_finished_without_download(self.lease, job)
+                    self._moved(job, JobStatus.SUCCEEDED)
             if any(j.status in ACTIVE for j in self.jobs.values()):
                 tg.start_soon(self._poll_active, False)
 
@@ -485,6 +528,8 @@ class Runner:
             return
         try:
             active = {g.generation_id: g for g in await self.client.list_queue()}
+            for namespace in sorted({j.namespace for j in targets if j.namespace}):
+                active.update({g.generation_id: g for g in await self.client.list_queue(namespace=namespace)})
         except AuthError as exc:
             raise _Halt(exc) from exc
         except ApiError:
@@ -497,12 +542,22 @@ class Runner:
                 continue
             try:
                 remote = await current_state(self.client, job.generation_id or "")
-            except AuthError:
-                raise
+            except AuthError as exc:
+                raise _Halt(exc) from exc
             except ApiError:
                 continue
             if remote is None:
-                self._set(job, JobStatus.FAILED, error="the generation vanished from the API", error_class="lost")
+                # one "not found" may be a replica behind: only repeated reads say the generation is gone
+                self.not_found[job.id] = self.not_found.get(job.id, 0) + 1
+                if self.not_found[job.id] >= NOT_FOUND_READS and job.status in ACTIVE:
+                    self.store.mark_failed(
+                        self.lease,
+                        job,
+                        JobEvent.VANISHED,
+                        error="the generation vanished from the API",
+                        error_class="lost",
+                    )
+                    self._moved(job, JobStatus.FAILED)
             elif remote.is_known_status:
                 await self._observe(remote)
 
@@ -521,21 +576,39 @@ class Runner:
         now = datetime.now(UTC)
         for job in list(self.jobs.values()):
             if job.status in ACTIVE and job.intent_at and (now - job.intent_at).total_seconds() > limit:
-                self._tg.start_soon(self._give_up, job)
+                if job.id not in self.giving_up:
+                    self.giving_up.add(job.id)
+                    self._tg.start_soon(self._give_up, job)
 
     async def _give_up(self, job: JobState) -> None:
-        if job.status not in ACTIVE:
-            return
+        """Cancel a generation past job_timeout, then read it: one that succeeded meanwhile is paid for, so it is
+        downloaded and its job succeeds. A cancel that fails leaves the job in flight (tried again later)."""
         try:
-            await self.client.cancel(job.generation_id or "")
-        except ApiError:
-            pass
-        self._set(
-            job,
-            JobStatus.FAILED,
-            error=f"no result after {self.options.job_timeout:.0f} s; cancelled",
-            error_class="timeout",
-        )
+            if job.status not in ACTIVE:
+                return
+            try:
+                await self.client.cancel(job.generation_id or "")
+                remote = await current_state(self.client, job.generation_id or "")
+            except AuthError as exc:
+                raise _Halt(exc) from exc
+            except ApiError:
+                return  # still in flight for all we know: the next watchdog round tries again
+            if job.status not in ACTIVE:
+                return
+            if remote is not None and remote.status in ("succeeded", "failed"):
+                await self._observe(remote)
+            elif remote is None or remote.status == "cancelled":
+                self.store.mark_failed(
+                    self.lease,
+                    job,
+                    JobEvent.TIMED_OUT,
+                    error=f"no result after {self.options.job_timeout:.0f} s; cancelled",
+                    error_class="timeout",
+                    remote=remote,
+                )
+                self._moved(job, JobStatus.FAILED)
+        finally:
+            self.giving_up.discard(job.id)
 
     # ---- downloads ------------------------------------------------------------------------------------
 
@@ -551,27 +624,42 @@ class Runner:
                     dest,
                     attempts=self.options.download_attempts,
                     backoff=self._backoff,
-                    refresh=lambda: refresh_result_url(self.client, self.store, job),
+                    refresh=lambda: refresh_result_url(self.client, self.store, self.lease, job),
                 )
             except OutputError as exc:
                 raise _Halt(exc) from exc
         if fetched is None:
-            self._set(
-                job,
-                JobStatus.FAILED,
-                error="the result could not be downloaded (it is paid for: resume retries it)",
-                error_class="download",
+            self.store.mark_download_failed(
+                self.lease, job, error="the result could not be downloaded (it is paid for: resume retries it)"
             )
+            self._moved(job, JobStatus.FAILED)
             return
         digest, size = fetched
-        self._set(job, JobStatus.SUCCEEDED, output_path=str(dest), sha256=digest, bytes=size)
+        self.store.mark_downloaded(self.lease, job, path=str(dest), sha256=digest, size=size)
+        self._moved(job, JobStatus.SUCCEEDED)
 
-    # ---- bookkeeping ----------------------------------------------------------------------------------
+    # ---- the lease --------------------------------------------------------------------------------------
 
-    async def _heartbeat(self, owner: str) -> None:
+    async def _heartbeat(self) -> None:
         while True:
-            await anyio.sleep(5.0)
-            self.store.heartbeat(self.run.id, owner)
+            await anyio.sleep(self.lease.seconds / 6)
+            self._confirm_lease()
+
+    async def _ensure_lease(self) -> None:
+        """Before an enqueue: when the lease was last confirmed longer ago than a third of it (a pause, a sleep),
+        confirm it now; a lost lease stops the run before anything is sent."""
+        if lease_clock() - self.lease_confirmed_at > self.lease.seconds / 3:
+            self._confirm_lease()
+
+    def _confirm_lease(self) -> None:
+        try:
+            self.store.confirm_lease(self.lease)
+        except BatchgenError as exc:
+            self.halted_submits = str(exc)
+            raise _Halt(exc) from exc
+        self.lease_confirmed_at = lease_clock()
+
+    # ---- progress ---------------------------------------------------------------------------------------
 
     async def _progress_loop(self) -> None:
         while True:
@@ -581,15 +669,15 @@ class Runner:
     def _emit_progress(self) -> None:
         if self.on_progress is None:
             return
-        estimated, spent = self.store.cost_totals(self.run.id)
+        money = self.store.money(self.run.id)
         self.on_progress(
             Progress.measure(
                 run=self.run.name,
                 counts=self.store.status_counts(self.run.id),
                 elapsed_s=time.monotonic() - self.started,
                 finish_times=list(self.finished_times),
-                cost_so_far=spent,
-                estimated_total=estimated,
+                cost_so_far=money.spent,
+                estimated_total=self.store.estimated_total(self.run.id),
                 concurrency=self.limit.limit,
                 stream_connected=bool(self.listener and self.listener.connected),
             )

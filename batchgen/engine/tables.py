@@ -21,8 +21,11 @@ class RunTable(SQLModel, table=True):
     settings_json: str = "{}"  # concurrency, budget, download flag: what resume needs without the manifest
     created_at: datetime
     updated_at: datetime
-    owner: str | None = None  # "host:pid:token" of the live runner holding the run
+    owner: str | None = None  # "host:pid:token:pid-namespace:start-time" of the runner holding the run
     heartbeat_at: datetime | None = None
+    epoch: int = 0  # the fencing token: every taking of the run increments it; writes of older epochs are refused
+    lease_until: datetime | None = None  # the holder's lease ends here unless its heartbeat extends it
+    budget: float | None = None  # USD: spent + reserved may never pass it (None: no budget)
 
 
 class JobTable(SQLModel, table=True):
@@ -55,4 +58,24 @@ class JobTable(SQLModel, table=True):
     cost: float | None = None
     error: str | None = None
     error_class: str | None = None
+    updated_at: datetime
+
+
+class GenerationTable(SQLModel, table=True):
+    """The ledger: one row per generation the run caused or adopted. Rows are never deleted or cleared."""
+
+    __tablename__ = "generations"
+
+    generation_id: str = Field(primary_key=True)  # unique across the database: no two jobs can own one
+    run_id: int = Field(foreign_key="runs.id", index=True)
+    job_id: int | None = Field(default=None, foreign_key="jobs.id", index=True)  # None: paid, unused
+    model: str
+    request_json: str  # the parameters asked for (canonical JSON)
+    how: str  # enqueued (from the reply) | adopted (reconciled after a lost reply) | orphan (found, not needed)
+    seen_at: datetime
+    enqueued_at: datetime | None = None  # the server's time
+    remote_status: str  # queued, processing, succeeded, failed, cancelled, lost: as last read
+    estimated_cost: float | None = None
+    cost: float | None = None  # what the API charged, once the history says
+    result_url: str | None = None
     updated_at: datetime

@@ -107,7 +107,7 @@ async def test_an_interrupted_run_resumes_without_paying_twice(tmp_path: Path) -
         assert_exactly_once(emu, db)
 
 
-async def test_an_undecidable_enqueue_is_marked_unknown_frees_its_slot_and_is_resent_only_when_asked(
+async def test_an_undecidable_enqueue_is_marked_unknown_frees_its_slot_and_is_reconciled_again_on_resume(
     tmp_path: Path,
 ) -> None:
     from batchgen.api import resume_async
@@ -123,15 +123,17 @@ async def test_an_undecidable_enqueue_is_marked_unknown_frees_its_slot_and_is_re
         unknown = [r for r in rows_of(db) if r.status is JobStatus.UNKNOWN]
         assert unknown, "the seed should leave some enqueue undecidable"
         assert summary.exit_code == 1
+        assert emu.ledger.malformed_replies if hasattr(emu.ledger, "malformed_replies") else True
         sent_before = len(emu.ledger.enqueues)
-        # a plain resume leaves them alone: nothing is sent for them without the user's say-so
-        await resume_async(db=db, base_url=emu.base_url, api_key=emu.api_key, retry=FAST_RETRY, **FAST)
+        # a plain resume reconciles them again (the lost replies did create their generations): they are adopted,
+        # never sent again
+        resumed = await resume_async(db=db, base_url=emu.base_url, api_key=emu.api_key, retry=FAST_RETRY, **FAST)
         assert len(emu.ledger.enqueues) == sent_before
-        assert {r.job_key for r in rows_of(db) if r.status is JobStatus.UNKNOWN} == {r.job_key for r in unknown}
-        await resume_async(
-            db=db, base_url=emu.base_url, api_key=emu.api_key, retry=FAST_RETRY, resubmit_unknown=True, **FAST
-        )
-        assert len(emu.ledger.enqueues) > sent_before
+        rows = rows_of(db)
+        assert not [r for r in rows if r.status is JobStatus.UNKNOWN]
+        assert resumed.exit_code == 0
+        assert len(emu.ledger.created_ids) == len(rows), "one generation per job: nothing was paid twice"
+        assert {r.generation_id for r in rows} == set(emu.ledger.created_ids)
 
 
 async def test_jobs_removed_from_an_edited_manifest_are_not_sent(tmp_path: Path) -> None:
