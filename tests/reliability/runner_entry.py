@@ -28,12 +28,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--db", required=True)
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--out")
+    parser.add_argument("--lease-seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
+    options = {**FAST, "lease_seconds": args.lease_seconds}
     try:
         if args.command == "run":
-            summary = api.run(args.manifest, db=args.db, base_url=args.base_url, out=args.out, retry=FAST_RETRY, **FAST)
+            summary = api.run(
+                args.manifest, db=args.db, base_url=args.base_url, out=args.out, retry=FAST_RETRY, **options
+            )
         else:
-            summary = api.resume(None, db=args.db, base_url=args.base_url, retry=FAST_RETRY, **FAST)
+            summary = api.resume(None, db=args.db, base_url=args.base_url, retry=FAST_RETRY, **options)
     except errors.BatchgenError as error:
         print(f"error: {error}", file=sys.stderr)
         return exit_code_for(error)
