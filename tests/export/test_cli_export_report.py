@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from batchgen.cli import app
 from batchgen.core.jobs import JobSpec, JobStatus
+from batchgen.core.remote import RemoteGeneration
 from batchgen.emulator.media import mp4_bytes
 from batchgen.engine.store import NewJob, Store
 from batchgen.errors import OutputError, StateError
@@ -37,17 +38,27 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             for p in ("=cmd|' /C calc'!A0", "an ox")
             for s in ("4", "8")
         ]
-        store.add_jobs(run.id, [NewJob(spec, estimated_cost=1.2) for spec in specs])
+        lease = store.acquire_run(run.id)
+        store.add_jobs(lease, [NewJob(spec, estimated_cost=1.2) for spec in specs])
         jobs = store.load_jobs(run.id, [JobStatus.PENDING])
         Path("out/clip").mkdir(parents=True)
+        # the jobs' lives through the store's named transitions, as a runner would live them
+        store.record_intents(lease, jobs[:3])
+        store.record_enqueued(lease, [(job, f"g{job.id}") for job in jobs[:2]])
         for job in jobs[:2]:
             path = f"out/clip/{job.key}.mp4"
             Path(path).write_bytes(mp4_bytes(job.key))
-            store.update_job(
-                job.id, JobStatus.SUCCEEDED, output_path=path, cost=1.2, generation_id=f"g{job.id}",
-                enqueued_at=T0, started_at=T0 + timedelta(seconds=2), completed_at=T0 + timedelta(seconds=9),
-            )  # fmt: skip
-        store.update_job(jobs[2].id, JobStatus.FAILED, error="<b>refused</b>", error_class="policy")
+            remote = RemoteGeneration(
+                f"g{job.id}", "succeeded", started_at=T0 + timedelta(seconds=2), completed_at=T0 + timedelta(seconds=9)
+            )
+            store.mark_succeeded_remotely(lease, job, remote, download=True)
+            store.mark_downloaded(lease, job, path=path, sha256="0" * 64, size=len(mp4_bytes(job.key)))
+            store.record_remote_rows(
+                lease,
+                [(RemoteGeneration(f"g{job.id}", "succeeded", enqueued_at=T0, started_at=remote.started_at), 1.2)],
+            )
+        store.mark_rejected(lease, [jobs[2].id], error="<b>refused</b>")
+        store.release_run(lease)
     finally:
         store.close()
     return tmp_path
