@@ -7,6 +7,7 @@ total stays within the budget. Each one failed on the code before the ledger (se
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -224,3 +225,46 @@ async def test_every_generation_is_in_the_ledger_with_its_job_and_status(tmp_pat
         assert {g.remote_status for g in ledger} == {"succeeded"}
         assert money.spent == pytest.approx(float(charged(emu)))
         assert money.reserved == 0.0 and money.unused == 0
+
+
+# ---- status and unused show the money --------------------------------------------------------------------------
+
+
+def test_status_and_unused_name_a_paid_generation_no_job_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from batchgen.cli import app
+    from batchgen.core.jobs import JobSpec
+    from batchgen.core.lifecycle import JobEvent
+    from batchgen.core.remote import RemoteGeneration
+    from batchgen.engine.store import NewJob
+
+    db = tmp_path / "state" / "batchgen.db"
+    store = Store.open(db)
+    try:
+        run = store.ensure_run("r", manifest_path="m.yaml", manifest_sha256="0", base_url="http://127.0.0.1:1",
+                               out_dir=str(tmp_path / "out"), settings={}, budget=10.0)  # fmt: skip
+        lease = store.acquire_run(run.id)
+        store.add_jobs(lease, [NewJob(JobSpec("openai-sora-2-pro", {"prompt": "ox"}), estimated_cost=1.2)])
+        (job,) = store.load_jobs(run.id, [JobStatus.PENDING])
+        store.record_intents(lease, [job])
+        store.record_enqueued(lease, [(job, "g-old")])
+        store.mark_failed(lease, job, JobEvent.FAILED_REMOTELY, error="boom", error_class="remote")
+        store.retry_failed(lease)
+        (job,) = store.load_jobs(run.id, [JobStatus.PENDING])
+        store.record_intents(lease, [job])
+        store.record_enqueued(lease, [(job, "g-new")])
+        # the history later says the old generation did succeed after all, and was charged
+        store.record_remote_rows(lease, [(RemoteGeneration("g-old", "succeeded"), 1.25)])
+        store.release_run(lease)
+    finally:
+        store.close()
+    monkeypatch.setenv("BATCHGEN_DB", str(db))
+    result = CliRunner().invoke(app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["spent"] == 1.25 and data["reserved"] == 1.2 and data["budget"] == 10.0
+    assert data["left"] == pytest.approx(10.0 - 1.25 - 1.2)
+    assert [u["generation_id"] for u in data["unused_generations"]] == ["g-old"]
+    listed = CliRunner().invoke(app, ["unused"])
+    assert listed.exit_code == 0 and "g-old" in listed.stdout and "g-new" not in listed.stdout
