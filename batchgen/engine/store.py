@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -145,7 +146,7 @@ def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     # listener below starts every transaction explicitly instead.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _enable_wal(cursor)
     # NORMAL: a commit survives a crash of the process (kill -9) but may be lost to a power cut. Every write that
     # must survive a power cut (the intent to enqueue) is made durable by _write(durable=True), whose fsync also
     # makes every earlier commit durable; losing a later one only sends a job back a step, from which the runner
@@ -154,6 +155,20 @@ def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     cursor.execute("PRAGMA busy_timeout=15000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _enable_wal(cursor: sqlite3.Cursor, attempts: int = 100) -> None:
+    """Switch the file to WAL (a no-op once it is). A brand-new file is still in rollback mode, and two processes
+    switching it at once can be refused at once with "database is locked" (SQLite does not wait on a lock upgrade
+    that could deadlock, whatever the busy timeout): the loser waits for the winner's switch and tries again."""
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 def _on_begin(conn: Connection) -> None:
