@@ -210,6 +210,44 @@ def test_open_without_create_refuses_a_missing_database(tmp_path: Path) -> None:
     assert not (tmp_path / "nothing.db").exists()
 
 
+def test_opening_a_new_database_waits_for_another_process_creating_it(tmp_path: Path) -> None:
+    """A brand-new file is in rollback mode, where SQLite refuses the switch to WAL at once (no busy wait) while
+    another connection holds the write lock: the opener must wait for it, not fail with 'database is locked'."""
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None)  # another process, mid-way through creating the schema
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE scratch (x)")
+    outcome: dict[str, Any] = {}
+
+    def open_it() -> None:
+        try:
+            outcome["store"] = Store.open(path)
+        except Exception as exc:  # reported below
+            outcome["error"] = exc
+
+    opener = threading.Thread(target=open_it)
+    opener.start()
+    try:
+        # while the lock is held the open cannot succeed; if it already failed, it did not wait
+        opener.join(timeout=0.5)
+        assert "error" not in outcome, f"opening gave up instead of waiting: {outcome['error']}"
+        assert "store" not in outcome
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        opener.join(timeout=30)
+    assert not opener.is_alive()
+    assert "error" not in outcome, outcome
+    store = outcome["store"]
+    try:
+        assert _sql(path, "PRAGMA journal_mode") == [("wal",)]
+        assert [n for (n,) in _sql(path, "SELECT name FROM schema_migrations ORDER BY name")] == [
+            n for n, _ in MIGRATIONS
+        ]
+    finally:
+        store.close()
+
+
 def _old_database(path: Path) -> None:
     """A database made by the first release (m001 only), with a succeeded job and a queued one."""
     engine = create_engine(f"sqlite:///{path}")
@@ -561,18 +599,20 @@ CHILD = r"""
 import json, sys
 from batchgen.engine.store import Store
 from batchgen.errors import RunLockedError
+stores = {}
 print(json.dumps("ready"), flush=True)
-if sys.stdin.readline() != "open\n":
-    sys.exit(3)
-store = Store.open(sys.argv[1])
-print(json.dumps("opened"), flush=True)
-command, run_id = sys.stdin.readline().split()
-try:
-    result = {"won": store.acquire_run(int(run_id), lease_seconds=3600).epoch}
-except RunLockedError as exc:
-    result = {"locked": str(exc)}
-print(json.dumps(result), flush=True)
-sys.stdin.readline()  # hold what was won until the parent has every answer
+while line := sys.stdin.readline():
+    command, path, *rest = json.loads(line)
+    if command == "open":
+        stores[path] = Store.open(path)
+        answer = "opened"
+    else:
+        try:
+            answer = {"won": stores[path].acquire_run(rest[0], lease_seconds=3600).epoch}
+        except RunLockedError as exc:
+            answer = {"locked": str(exc)}
+    print(json.dumps(answer), flush=True)
+# stdin closed: exit, holding what was won until now
 """
 
 
@@ -580,10 +620,10 @@ class _Children:
     """Child processes that take each step together (the parent sends it to all of them only once every one
     has answered the previous step); always reaped."""
 
-    def __init__(self, n: int, *argv: str) -> None:
+    def __init__(self, n: int) -> None:
         self.procs = [
             subprocess.Popen(
-                [sys.executable, "-c", CHILD, *argv],
+                [sys.executable, "-c", CHILD],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -603,10 +643,10 @@ class _Children:
             answers.append(json.loads(proc.stdout.readline() or "null"))
         return answers
 
-    def step(self, command: str) -> list[Any]:
+    def step(self, *command: Any) -> list[Any]:
         for proc in self.procs:
             assert proc.stdin is not None
-            proc.stdin.write(command + "\n")
+            proc.stdin.write(json.dumps(command) + "\n")
             proc.stdin.flush()
         return self._answers()
 
@@ -626,22 +666,26 @@ class _Children:
                     pipe.close()
 
 
+NEW_DATABASES = 5  # each brand-new database is one more chance for the two openings to collide
+
+
 def test_two_processes_at_once_both_open_a_new_database_and_one_takes_the_run(tmp_path: Path) -> None:
-    path = tmp_path / "brand" / "new.db"
-    children = _Children(2, str(path))
+    children = _Children(2)
     store: Store | None = None
     try:
-        # both create and migrate the same brand-new database at the same moment
-        assert children.step("open") == ["opened", "opened"]
-        counts = _sql(path, "SELECT name, COUNT(*) FROM schema_migrations GROUP BY name ORDER BY name")
-        assert counts == [(name, 1) for name, _ in MIGRATIONS]
-        tables = {r[0] for r in _sql(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"runs", "jobs", "generations", "schema_migrations"} <= tables
+        for i in range(NEW_DATABASES):
+            # both create and migrate the same brand-new database at the same moment
+            path = tmp_path / f"new{i}" / "batchgen.db"
+            assert children.step("open", str(path)) == ["opened", "opened"]
+            counts = _sql(path, "SELECT name, COUNT(*) FROM schema_migrations GROUP BY name ORDER BY name")
+            assert counts == [(name, 1) for name, _ in MIGRATIONS]
+            tables = {r[0] for r in _sql(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            assert {"runs", "jobs", "generations", "schema_migrations"} <= tables
 
         store = Store.open(path, create=False)
         run_id = _run(store, "r")
         # both acquire the run at the same moment: exactly one wins, the other is told who holds it
-        answers = children.step(f"acquire {run_id}")
+        answers = children.step("acquire", str(path), run_id)
         assert sorted(next(iter(a)) for a in answers) == ["locked", "won"], answers
         winner = children.procs[["won" in a for a in answers].index(True)]
         assert f"process {winner.pid}" in next(a["locked"] for a in answers if "locked" in a)
