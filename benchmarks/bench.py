@@ -453,7 +453,9 @@ def seed_run(manifest: Path, db: Path, base_url: str, left: int) -> None:
             out_dir=str(manifest.parent / "out"),
             settings={"concurrency": 10, "download": True, "poll_only": False, "max_cost": None},
         )
-        store.add_jobs(run.id, [NewJob(j.spec, j.estimated_cost, j.media_type) for j in plan.jobs])
+        lease = store.acquire_run(run.id)
+        store.add_jobs(lease, [NewJob(j.spec, j.estimated_cost, j.media_type) for j in plan.jobs])
+        store.release_run(lease)
     finally:
         store.close()
     with contextlib.closing(sqlite3.connect(db)) as con, con:

@@ -107,12 +107,15 @@ def m002_money_ledger(db: Connection) -> None:
     )
     db.execute(text("CREATE INDEX ix_generations_run_id ON generations (run_id)"))
     db.execute(text("CREATE INDEX ix_generations_job_id ON generations (job_id)"))
-    # every generation a job ever had is in the ledger: backfill what older databases knew
+    # every generation a job ever had is in the ledger: backfill what older databases knew. The unfenced matching
+    # of older versions could give one generation to two jobs: the first keeps it (OR IGNORE), and the database
+    # still opens
     db.execute(
         text(
             """
-            INSERT INTO generations (generation_id, run_id, job_id, model, request_json, how, seen_at, enqueued_at,
-                                     remote_status, estimated_cost, cost, result_url, updated_at)
+            INSERT OR IGNORE INTO generations (generation_id, run_id, job_id, model, request_json, how, seen_at,
+                                               enqueued_at, remote_status, estimated_cost, cost, result_url,
+                                               updated_at)
             SELECT generation_id, run_id, id, model, params_json, 'enqueued', COALESCE(enqueued_at, updated_at),
                    enqueued_at,
                    CASE status WHEN 'succeeded' THEN 'succeeded' WHEN 'downloading' THEN 'succeeded'

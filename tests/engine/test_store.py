@@ -927,3 +927,40 @@ def test_a_retried_jobs_old_generation_cannot_be_adopted_again(fresh: tuple[Stor
     found = store.claim_orphans(lease, [job], [old, _candidate("new", job, 2)], _window(job))
     assert {k: g.generation_id for k, g in found.items()} == {job.id: "new"}
     assert {(g.generation_id, g.job_id) for g in store.ledger(lease.run_id)} == {("old", job.id), ("new", job.id)}
+
+
+def test_an_older_database_where_two_jobs_share_a_generation_still_opens(tmp_path: Path) -> None:
+    """The unfenced matching before the ledger could give one generation to two jobs; the ledger's backfill must
+    not make such a database impossible to open."""
+    from sqlalchemy import create_engine, text
+
+    from batchgen.engine.migrations import m001_initial
+
+    path = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as db:
+        m001_initial(db)
+        db.execute(text("CREATE TABLE schema_migrations (name VARCHAR PRIMARY KEY, applied_at DATETIME)"))
+        db.execute(text("INSERT INTO schema_migrations VALUES ('m001_initial', CURRENT_TIMESTAMP)"))
+        db.execute(
+            text(
+                "INSERT INTO runs (id, name, manifest_path, manifest_sha256, base_url, out_dir, settings_json, "
+                "created_at, updated_at) VALUES (1, 'r', 'm', '', 'u', 'o', '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+        for job_id in (1, 2):
+            db.execute(
+                text(
+                    "INSERT INTO jobs (id, run_id, key, model, params_json, variables_json, repeat, origin, "
+                    "media_type, status, generation_id, attempts, updated_at) VALUES "
+                    "(:id, 1, :key, 'm', '{}', '{}', 0, '', 'video', 'succeeded', 'shared', 1, CURRENT_TIMESTAMP)"
+                ),
+                {"id": job_id, "key": f"k{job_id}"},
+            )
+    engine.dispose()
+    store = Store.open(path)
+    try:
+        ledger = store.ledger(1)
+    finally:
+        store.close()
+    assert [(g.generation_id, g.job_id, g.remote_status) for g in ledger] == [("shared", 1, "succeeded")]
