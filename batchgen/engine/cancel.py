@@ -12,7 +12,7 @@ from batchgen.core.matching import Window
 from batchgen.core.remote import RemoteGeneration
 from batchgen.engine.client import OxenClient
 from batchgen.engine.downloads import destination, fetch_result, refresh_result_url
-from batchgen.engine.reconcile import current_state, read_candidates
+from batchgen.engine.reconcile import read_candidates
 from batchgen.engine.store import JobState, Lease, RunInfo, Store
 from batchgen.errors import ApiError, AuthError
 
@@ -88,7 +88,7 @@ async def _cancel_one(
     try:
         if await client.cancel(generation_id):
             done.remote += 1
-        remote = await current_state(client, generation_id)
+        remote = await client.current_state(generation_id)
     except AuthError:
         raise
     except ApiError as exc:

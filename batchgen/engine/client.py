@@ -196,6 +196,15 @@ class OxenClient:
         data = await self._get_json(f"/api/ai/queue/{generation_id}", allow_404=True)
         return None if data is None else parse_generation(data)
 
+    async def current_state(self, generation_id: str) -> RemoteGeneration | None:
+        """The generation's row; under the legacy API (404 once finished) its history row; None when the API
+        knows nothing of it. Raises ApiError when it cannot be read."""
+        remote = await self.get_generation(generation_id)
+        if remote is None:
+            details = await self.get_generation_details(generation_id)
+            remote = details[0] if details else None
+        return remote
+
     async def get_generation_details(self, generation_id: str) -> tuple[RemoteGeneration, float | None] | None:
         """GET /api/ai/generations/{id}: the full row with its cost; None on 404."""
         data = await self._get_json(f"/api/ai/generations/{generation_id}", allow_404=True)

@@ -7,9 +7,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+from anyio.abc import TaskGroup
 
+from batchgen.core.backoff import backoff
+from batchgen.core.jobs import JobStatus
 from batchgen.core.progress import safe_file_stem
+from batchgen.engine.book import Halt, JobBook
 from batchgen.engine.client import OxenClient
+from batchgen.engine.options import RunOptions
 from batchgen.engine.store import JobState, Lease, Store
 from batchgen.errors import (
     ApiError,
@@ -71,3 +76,43 @@ async def fetch_result(
                 raise OutputError(f"cannot write {dest}: {exc.strerror}; fix it, then `batchgen resume`") from exc
         await anyio.sleep(wait)
     return None
+
+
+class Downloader:
+    """Fetches each paid result as soon as it exists, a bounded number at a time, and commits the outcome."""
+
+    def __init__(
+        self, store: Store, lease: Lease, client: OxenClient, book: JobBook, out_dir: Path, run_name: str,
+        options: RunOptions,
+    ) -> None:  # fmt: skip
+        self.store, self.lease, self.client, self.book = store, lease, client, book
+        self.out_dir, self.run_name, self.options = out_dir, run_name, options
+        self.limiter = anyio.CapacityLimiter(options.download_concurrency)
+        self.tg: TaskGroup | None = None
+
+    def start(self, job: JobState) -> None:
+        """Download `job`'s result in the background (the run's task group)."""
+        assert self.tg is not None, "the downloader is not started"
+        self.tg.start_soon(self.download, job)
+
+    async def download(self, job: JobState) -> None:
+        """Fetch the result now (presigned URLs expire). A paid result that cannot be fetched stays recoverable:
+        it is marked failed with error_class "download", and the next run or resume fetches it again."""
+        dest = destination(self.out_dir, self.run_name, job)
+        async with self.limiter:
+            try:
+                fetched = await fetch_result(
+                    self.client, job, dest, attempts=self.options.download_attempts,
+                    backoff=lambda n: backoff(n, initial=self.options.backoff_initial, maximum=self.options.backoff_max),
+                    refresh=lambda: refresh_result_url(self.client, self.store, self.lease, job),
+                )  # fmt: skip
+            except OutputError as exc:
+                raise Halt(exc) from exc
+        if fetched is None:
+            error = "the result could not be downloaded (it is paid for: resume retries it)"
+            self.store.mark_download_failed(self.lease, job, error=error)
+            self.book.moved(job, JobStatus.FAILED)
+            return
+        digest, size = fetched
+        self.store.mark_downloaded(self.lease, job, path=str(dest), sha256=digest, size=size)
+        self.book.moved(job, JobStatus.SUCCEEDED)

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchgen.engine.client import OxenClient
-from batchgen.engine.reconcile import current_state
 from batchgen.engine.store import LedgerRow, RunInfo, Store
 from batchgen.errors import ApiError, AuthError, OutputError, RequestRejectedError, ServerError
 
@@ -33,7 +32,7 @@ async def fetch_unused(
     async with OxenClient(base_url, api_key) as client:
         for row in rows:
             try:
-                remote = await current_state(client, row.generation_id)
+                remote = await client.current_state(row.generation_id)
             except AuthError:
                 raise
             except ApiError as exc:

@@ -1,0 +1,211 @@
+"""Hearing how generations end: completion events, polls after every reconnect (the stream has no replay), a slow
+safety net for silent jobs, and timeouts. Everything the API says about a generation we own goes through
+`Tracker.observe`, which commits the matching transition."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import anyio
+from anyio.abc import TaskGroup
+
+from batchgen.core.jobs import JobStatus
+from batchgen.core.lifecycle import JobEvent
+from batchgen.core.remote import RemoteGeneration, failure_class
+from batchgen.engine.book import ACTIVE, Halt, JobBook
+from batchgen.engine.client import OxenClient
+from batchgen.engine.options import RunOptions
+from batchgen.engine.store import JobState, Lease, Store
+from batchgen.errors import ApiError, ApiUnreachableError, AuthError
+
+NOT_FOUND_READS = 2  # reads that must agree a generation is gone before its job fails
+EARLY_EVENTS = 10_000  # completion events kept for an enqueue reply still on its way (bounded)
+
+
+class Tracker:
+    """Applies what the API says about the run's generations, and asks again when it may have missed something."""
+
+    def __init__(
+        self,
+        store: Store,
+        lease: Lease,
+        client: OxenClient,
+        book: JobBook,
+        options: RunOptions,
+        on_paid: Callable[[JobState], None],
+    ) -> None:
+        self.store, self.lease, self.client, self.book, self.options = store, lease, client, book, options
+        self.on_paid = on_paid  # a generation succeeded and its file is wanted: start the download
+        self.early: OrderedDict[str, RemoteGeneration] = OrderedDict()  # events that beat their enqueue reply
+        self.not_found: dict[int, int] = {}  # job id -> consecutive reads that found no trace of its generation
+        self.giving_up: set[int] = set()  # jobs whose timeout cancel is under way
+        self.poll_wanted = anyio.Event()
+        self.unreachable_since: float | None = None
+        self.tg: TaskGroup | None = None
+
+    # ---- what the API says -------------------------------------------------------------------------------
+
+    async def observe(self, remote: RemoteGeneration) -> None:
+        """Apply what the API says about a generation we own (from an event or a poll); duplicates are no-ops."""
+        job = self.book.by_generation.get(remote.generation_id)
+        if job is None or job.status not in ACTIVE:
+            return
+        self.book.last_heard[job.id] = time.monotonic()
+        self.not_found.pop(job.id, None)
+        if remote.status == "processing" and job.status is JobStatus.QUEUED:
+            self.store.mark_started(self.lease, job, remote)
+            self.book.moved(job, JobStatus.PROCESSING)
+        elif remote.status == "succeeded":
+            job.download_url = remote.download_url or job.download_url
+            job.result_url = remote.result_url or job.result_url
+            # with downloads off the job is done now: one commit instead of two on the path that frees a slot
+            status = self.store.mark_succeeded_remotely(self.lease, job, remote, download=self.options.download)
+            self.book.moved(job, status)
+            if status is JobStatus.DOWNLOADING:
+                self.on_paid(job)
+        elif remote.status == "failed":
+            error = remote.error or "failed without a message"
+            klass = failure_class(error)
+            if klass == "insufficient_credits":
+                self.book.halted_submits = (
+                    f"the account ran out of credits ({error}); add credits, then `batchgen resume`"
+                )
+            self.store.mark_failed(
+                self.lease, job, JobEvent.FAILED_REMOTELY, error=error, error_class=klass, remote=remote
+            )
+            self.book.moved(job, JobStatus.FAILED)
+        elif remote.status == "cancelled":
+            self.store.mark_failed(
+                self.lease, job, JobEvent.CANCELLED_REMOTELY, error="cancelled remotely", error_class="cancelled",
+                remote=remote,
+            )  # fmt: skip
+            self.book.moved(job, JobStatus.CANCELLED)
+
+    async def adopted(self, job: JobState, remote: RemoteGeneration | None = None) -> None:
+        """`job` just got its generation: apply what is already known of it (a reconciled row, an early event)."""
+        self.not_found.pop(job.id, None)
+        if remote is not None:
+            await self.observe(remote)
+        early = self.early.pop(job.generation_id or "", None)
+        if early is not None:
+            await self.observe(early)
+
+    async def on_event(self, remote: RemoteGeneration) -> None:
+        if remote.generation_id in self.book.by_generation:
+            await self.observe(remote)
+            return
+        # maybe its enqueue reply is still on the way: keep it a while (bounded)
+        self.early[remote.generation_id] = remote
+        while len(self.early) > EARLY_EVENTS:
+            self.early.popitem(last=False)
+
+    def on_connect(self, count: int) -> None:
+        if count > 1:  # the first connect precedes every enqueue of this process; recovery covers older jobs
+            self.poll_wanted.set()
+
+    # ---- asking again ------------------------------------------------------------------------------------
+
+    async def watchdog(self) -> None:
+        """Polls after reconnects, on a slow cadence for silent jobs (or always, in poll-only mode)."""
+        options = self.options
+        interval = options.poll_interval if options.poll_only else max(0.05, options.silent_after / 2)
+        while True:
+            with anyio.move_on_after(interval):
+                await self.poll_wanted.wait()
+            everything = self.poll_wanted.is_set() or options.poll_only
+            self.poll_wanted = anyio.Event()
+            await self.poll_active(only_silent=not everything)
+            self._check_unreachable()
+            self._check_timeouts()
+
+    async def poll_active(self, *, only_silent: bool) -> None:
+        now = time.monotonic()
+        targets = [
+            j for j in self.book.jobs.values()
+            if j.status in ACTIVE and j.generation_id
+            and (not only_silent or now - self.book.last_heard.get(j.id, 0.0) >= self.options.silent_after)
+        ]  # fmt: skip
+        if not targets:
+            return
+        try:
+            active = {g.generation_id: g for g in await self.client.list_queue()}
+            for namespace in sorted({j.namespace for j in targets if j.namespace}):
+                active.update({g.generation_id: g for g in await self.client.list_queue(namespace=namespace)})
+        except AuthError as exc:
+            raise Halt(exc) from exc
+        except ApiError:
+            return
+        self.unreachable_since = None
+        for job in targets:
+            remote = active.get(job.generation_id or "")
+            if remote is None:
+                try:
+                    remote = await self.client.current_state(job.generation_id or "")
+                except AuthError as exc:
+                    raise Halt(exc) from exc
+                except ApiError:
+                    continue
+            if remote is None:
+                self._not_found(job)
+            elif remote.is_known_status:
+                await self.observe(remote)
+
+    def _not_found(self, job: JobState) -> None:
+        # one "not found" may be a replica behind: only repeated reads say the generation is gone
+        self.not_found[job.id] = self.not_found.get(job.id, 0) + 1
+        if self.not_found[job.id] >= NOT_FOUND_READS and job.status in ACTIVE:
+            error = "the generation vanished from the API"
+            self.store.mark_failed(self.lease, job, JobEvent.VANISHED, error=error, error_class="lost")
+            self.book.moved(job, JobStatus.FAILED)
+
+    def unreachable(self) -> None:
+        """An enqueue found the API unreachable: the clock towards giving up starts (if it has not)."""
+        self.unreachable_since = self.unreachable_since or time.monotonic()
+
+    def _check_unreachable(self) -> None:
+        limit = self.options.unreachable_timeout
+        if self.unreachable_since and time.monotonic() - self.unreachable_since > limit:
+            raise Halt(ApiUnreachableError(f"no answer from {self.client.base_url} for {limit:.0f} s"))
+
+    # ---- timeouts ----------------------------------------------------------------------------------------
+
+    def _check_timeouts(self) -> None:
+        limit = self.options.job_timeout
+        if limit is None or self.tg is None:
+            return
+        now = datetime.now(UTC)
+        for job in list(self.book.jobs.values()):
+            if job.status in ACTIVE and job.intent_at and (now - job.intent_at).total_seconds() > limit:
+                if job.id not in self.giving_up:
+                    self.giving_up.add(job.id)
+                    self.tg.start_soon(self._give_up, job)
+
+    async def _give_up(self, job: JobState) -> None:
+        """Cancel a generation past job_timeout, then read it: one that succeeded meanwhile is paid for, so it is
+        downloaded and its job succeeds. A cancel that fails leaves the job in flight (tried again later)."""
+        try:
+            if job.status not in ACTIVE:
+                return
+            try:
+                await self.client.cancel(job.generation_id or "")
+                remote = await self.client.current_state(job.generation_id or "")
+            except AuthError as exc:
+                raise Halt(exc) from exc
+            except ApiError:
+                return  # still in flight for all we know: the next watchdog round tries again
+            if job.status not in ACTIVE:
+                return
+            if remote is not None and remote.status in ("succeeded", "failed"):
+                await self.observe(remote)
+            elif remote is None or remote.status == "cancelled":
+                self.store.mark_failed(
+                    self.lease, job, JobEvent.TIMED_OUT,
+                    error=f"no result after {self.options.job_timeout:.0f} s; cancelled", error_class="timeout",
+                    remote=remote,
+                )  # fmt: skip
+                self.book.moved(job, JobStatus.FAILED)
+        finally:
+            self.giving_up.discard(job.id)
