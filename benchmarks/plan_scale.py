@@ -1,6 +1,6 @@
 """How long planning a 100,000-job manifest takes, and its peak memory.
 
-    /work/venv/bin/python benchmarks/plan_scale.py [--jobs 100000]
+    .venv/bin/python benchmarks/plan_scale.py [--jobs 100000]
 
 Two shapes: a matrix (templated prompts x seconds x aspect ratios) and a CSV of one row per job.
 The registry is the emulator's model catalogue, read from the package (no network): this measures

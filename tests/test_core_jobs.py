@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from batchgen.core.jobs import JobSpec, JobStatus, job_key
+from batchgen.core.jobs import JobSpec, job_key
 
 
 def test_key_ignores_parameter_order() -> None:
@@ -17,16 +17,3 @@ def test_key_changes_with_model_params_and_repeat() -> None:
     assert job_key("m", {"prompt": "ox", "seconds": "4"}, 0) != base
     # a string "4" and an int 4 are different requests to the API
     assert job_key("m", {"prompt": "ox", "seconds": 4}, 0) != job_key("m", {"prompt": "ox", "seconds": "4"}, 0)
-
-
-def test_terminal_and_in_flight_are_disjoint() -> None:
-    for status in JobStatus:
-        assert not (status.is_terminal and status.is_in_flight)
-    assert JobStatus.SUBMITTING.is_in_flight
-    assert JobStatus.DOWNLOADING.is_in_flight
-    assert not JobStatus.PENDING.is_in_flight
-
-
-def test_request_body_carries_model_and_params() -> None:
-    spec = JobSpec("m", {"prompt": "ox", "seconds": "8"})
-    assert spec.request_body() == {"model": "m", "prompt": "ox", "seconds": "8"}

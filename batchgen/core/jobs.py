@@ -29,14 +29,8 @@ class JobStatus(StrEnum):
     def is_terminal(self) -> bool:
         return self in TERMINAL
 
-    @property
-    def is_in_flight(self) -> bool:
-        """A generation exists (or may exist) remotely and is not finished for us."""
-        return self in IN_FLIGHT
-
 
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-IN_FLIGHT = frozenset({JobStatus.SUBMITTING, JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.DOWNLOADING})
 
 
 def canonical_json(value: Any) -> str:
@@ -70,10 +64,6 @@ class JobSpec:
     def prompt(self) -> str:
         value = self.params.get("prompt", "")
         return value if isinstance(value, str) else canonical_json(value)
-
-    def request_body(self) -> dict[str, Any]:
-        """The JSON body for POST /api/ai/queue (one generation)."""
-        return {"model": self.model, **dict(self.params)}
 
 
 @dataclass(frozen=True, slots=True)

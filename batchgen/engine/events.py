@@ -44,7 +44,6 @@ class EventListener:
         self.initial_attempts = initial_attempts
         self.connections = 0
         self.connected = False
-        self.events_seen = 0
 
     async def listen(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled. Signals `started` once connected (or, if the stream stays unavailable after a few
@@ -75,7 +74,6 @@ class EventListener:
                     async for sse in source.aiter_sse():
                         generation = parse_event(sse.event, sse.data)
                         if generation is not None:
-                            self.events_seen += 1
                             await self.on_event(generation)
             except AuthError:
                 raise

@@ -62,10 +62,6 @@ class SubmitGate:
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
-    @property
-    def paused_for(self) -> float:
-        return max(0.0, self._paused_until - time.monotonic())
-
     async def wait_turn(self) -> None:
         async with self._lock:
             while True:
