@@ -20,9 +20,9 @@ from importlib import resources
 from pathlib import Path
 
 from batchgen.core.expansion import expand
-from batchgen.core.manifest import load_manifest
 from batchgen.core.models import ModelInfo
 from batchgen.core.plan import RegistryView, build_plan
+from batchgen.engine.manifests import load_manifest
 
 
 def registry() -> RegistryView:

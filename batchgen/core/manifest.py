@@ -13,9 +13,9 @@ from typing import Any
 
 from batchgen.core.layers import Layer
 from batchgen.core.problems import ProblemList, did_you_mean
-from batchgen.core.rows import ROW_TYPES, RowsSource, read_rows
+from batchgen.core.rows import ROW_TYPES, ReadText, RowsSource, read_rows
 from batchgen.core.yamlsource import LocatedDocument, YamlSyntaxError, parse_yaml
-from batchgen.errors import ManifestError, Problem
+from batchgen.errors import ManifestError
 
 DEFAULT_CONCURRENCY = 4
 TOP_LEVEL_KEYS = (
@@ -74,28 +74,16 @@ class Manifest:
         return list(names)
 
 
-def load_manifest(path: Path | str) -> Manifest:
-    """Read and check a manifest file; raise ManifestError listing every problem found."""
-    path = Path(path)
-    filename = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ManifestError([Problem(filename, "no such manifest file")]) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ManifestError([Problem(filename, f"cannot read the manifest: {error}")]) from None
-    return parse_manifest(text, path)
-
-
-def parse_manifest(text: str, path: Path) -> Manifest:
-    """Check manifest text (`path` names it in messages and anchors relative `rows` files)."""
+def parse_manifest(text: str, path: Path, read_text: ReadText) -> Manifest:
+    """Check manifest text (`path` names it in messages and anchors relative `rows` files, which `read_text`, the
+    edge's file reader, reads: the core does no I/O). Raise ManifestError listing every problem found."""
     try:
         doc, duplicate_keys = parse_yaml(text, str(path))
     except YamlSyntaxError as error:
         raise ManifestError([error.problem]) from None
     problems = ProblemList()
     problems.extend(duplicate_keys)
-    manifest = _Reader(doc, path, problems).read()
+    manifest = _Reader(doc, path, problems, read_text).read()
     if problems or manifest is None:
         raise ManifestError(problems.as_list())
     return manifest
@@ -104,10 +92,11 @@ def parse_manifest(text: str, path: Path) -> Manifest:
 class _Reader:
     """Walks the located document once, collecting every problem rather than stopping at the first."""
 
-    def __init__(self, doc: LocatedDocument, path: Path, problems: ProblemList) -> None:
+    def __init__(self, doc: LocatedDocument, path: Path, problems: ProblemList, read_text: ReadText) -> None:
         self.doc = doc
         self.path = path
         self.problems = problems
+        self.read_text = read_text
 
     def error(self, path: tuple[str | int, ...], message: str, hint: str = "") -> None:
         self.problems.add(self.doc.where(path), message, hint)
@@ -283,7 +272,7 @@ class _Reader:
         source = self.rows_source(value)
         if source is None:
             return ()
-        layers, problems = read_rows(source)
+        layers, problems = read_rows(source, self.read_text)
         self.problems.extend(problems)
         for layer in layers:
             for key, item in layer.values.items():

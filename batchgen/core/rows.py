@@ -7,6 +7,7 @@ turn Sora's `seconds: "4"` into the number 4. An empty CSV cell leaves the field
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,18 +30,31 @@ class RowsSource:
     where: str = ""
 
 
-def read_rows(source: RowsSource) -> tuple[tuple[Layer, ...], list[Problem]]:
-    """Read every row as a layer located at `file:line`; problems name the row's line."""
+ReadText = Callable[[Path], str]  # the edge's file reader: text of a path, or FileNotFoundError / OSError
+
+
+def read_rows(source: RowsSource, read_text: ReadText) -> tuple[tuple[Layer, ...], list[Problem]]:
+    """Every row of the source as a layer located at `file:line`; problems name the row's line. The file is read
+    by `read_text`, which the edge provides (the core does no I/O)."""
     try:
-        with source.path.open(encoding="utf-8", newline="") as handle:
-            if source.format == "csv":
-                return _read_csv(handle, source)
-            return _read_jsonl(handle, source)
+        text = read_text(source.path)
     except FileNotFoundError:
         return (), [
             Problem(source.where, f"rows file not found: {source.path}", "the path is relative to the manifest")
         ]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+    except (OSError, UnicodeDecodeError) as error:
+        return (), [Problem(source.where, f"cannot read rows file {source.path}: {error}")]
+    return parse_rows(text, source)
+
+
+def parse_rows(text: str, source: RowsSource) -> tuple[tuple[Layer, ...], list[Problem]]:
+    """Rows from the text of a CSV or JSONL file."""
+    handle = io.StringIO(text, newline="")
+    try:
+        if source.format == "csv":
+            return _read_csv(handle, source)
+        return _read_jsonl(handle, source)
+    except csv.Error as error:
         return (), [Problem(source.where, f"cannot read rows file {source.path}: {error}")]
 
 

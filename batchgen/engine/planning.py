@@ -14,10 +14,11 @@ import httpx
 
 from batchgen.core.expansion import expand
 from batchgen.core.images import HEAD_BYTES, image_size
-from batchgen.core.manifest import Manifest, load_manifest
+from batchgen.core.manifest import Manifest
 from batchgen.core.origins import key_may_go_to
 from batchgen.core.plan import Plan, RegistryView, build_plan
 from batchgen.core.validation import ImageProbe, images_to_probe
+from batchgen.engine.manifests import load_manifest
 from batchgen.engine.registry import ModelRegistry
 
 PROBE_TIMEOUT = httpx.Timeout(10.0, connect=5.0)

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from batchgen.core.expansion import expand
-from batchgen.core.manifest import load_manifest
 from batchgen.core.models import ModelInfo
 from batchgen.core.plan import Plan, RegistryView, build_plan
 from batchgen.core.validation import ImageProbe
+from batchgen.engine.manifests import load_manifest
 
 SORA: dict[str, Any] = {
     "id": "openai-sora-2-pro",

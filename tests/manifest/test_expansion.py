@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchgen.core.expansion import count_jobs, expand
-from batchgen.core.manifest import load_manifest
 from batchgen.core.templates import parse_template
+from batchgen.engine.manifests import load_manifest
 
 from .fakes import infos
 

@@ -12,8 +12,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchgen.core.manifest import load_manifest
 from batchgen.core.validation import ImageProbe
+from batchgen.engine.manifests import load_manifest
 from batchgen.errors import BudgetError, ManifestError
 
 from .fakes import FLUX, SORA, infos, plan_of, write
