@@ -28,7 +28,7 @@ from batchgen.core.lifecycle import LIFECYCLE, IllegalTransition, JobEvent
 from batchgen.core.matching import Window
 from batchgen.core.remote import RemoteGeneration
 from batchgen.engine.migrations import MIGRATIONS
-from batchgen.engine.store import GENERATIONS, JOBS, RUNS, JobState, Lease, NewJob, Store, _apply
+from batchgen.engine.store import GENERATIONS, JOBS, RUNS, JobState, Lease, NewJob, Store, apply_event
 from batchgen.errors import BudgetExceededError, LeaseLostError, RunLockedError, StateError
 
 S = JobStatus
@@ -351,7 +351,7 @@ def test_the_intent_is_fsynced_and_later_transitions_are_not(fresh: tuple[Store,
 def _applied_directly(event_: JobEvent) -> Callable[[Store, Lease, JobState], None]:
     def run(store: Store, _lease: Lease, job: JobState) -> None:
         with store._write() as db:
-            _apply(db, [job.id], event_)
+            apply_event(db, [job.id], event_)
 
     return run
 
@@ -364,7 +364,7 @@ def _failed(event_: JobEvent, remote_status: str | None) -> Callable[[Store, Lea
     return run
 
 
-# the public method that applies each event (the four selected by a run-wide query are applied with _apply here,
+# the public method that applies each event (the four selected by a run-wide query are applied with apply_event here,
 # and their selection is tested below)
 ACTIONS: dict[JobEvent, Callable[[Store, Lease, JobState], Any]] = {
     E.INTENT: lambda s, ls, j: s.record_intents(ls, [j]),

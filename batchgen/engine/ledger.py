@@ -1,0 +1,165 @@
+"""The ledger of generations, in SQL: what a row holds, and where the run's money stands (spent, reserved, the
+paid-but-unused). Rows are added and updated, never deleted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from batchgen.core.jobs import canonical_json
+from batchgen.core.lifecycle import RESERVING, IllegalTransition
+from batchgen.core.remote import RemoteGeneration
+from batchgen.engine.records import JobState
+from batchgen.engine.sqlite import as_utc, utcnow
+from batchgen.engine.tables import GenerationTable, JobTable, RunTable
+
+RUNS = RunTable.__table__  # type: ignore[attr-defined]
+JOBS = JobTable.__table__  # type: ignore[attr-defined]
+GENERATIONS = GenerationTable.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """Where a run's money stands. spent: what the API charged (or will, for finished generations whose cost is
+    not read yet); reserved: estimates of what is in flight or may have been sent."""
+
+    spent: float
+    reserved: float
+    budget: float | None
+    unused: int = 0  # paid (or running) generations no job uses
+    unused_cost: float = 0.0
+
+    @property
+    def left(self) -> float | None:
+        return None if self.budget is None else max(0.0, self.budget - self.spent - self.reserved)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    generation_id: str
+    job_id: int | None
+    model: str
+    params: Mapping[str, Any]
+    how: str
+    remote_status: str
+    estimated_cost: float | None
+    cost: float | None
+    result_url: str | None
+    seen_at: datetime
+
+
+def insert_generation(
+    db: Connection,
+    run_id: int,
+    job: JobState,
+    generation_id: str,
+    *,
+    how: str,
+    now: datetime,
+    remote: RemoteGeneration | None = None,
+) -> None:
+    try:
+        db.execute(
+            insert(GENERATIONS).values(
+                generation_id=generation_id,
+                run_id=run_id,
+                job_id=job.id,
+                model=job.model,
+                request_json=canonical_json(job.params),
+                how=how,
+                seen_at=now,
+                enqueued_at=remote.enqueued_at if remote else None,
+                remote_status=remote.status if remote and remote.is_known_status else "queued",
+                estimated_cost=job.estimated_cost,
+                result_url=remote.result_url if remote else None,
+                updated_at=now,
+            )
+        )
+    except IntegrityError as exc:
+        raise IllegalTransition(
+            f"generation {generation_id} is already in the ledger: it cannot have two jobs"
+        ) from exc
+
+
+def observed(db: Connection, job: JobState, remote: RemoteGeneration) -> None:
+    if remote.is_known_status:
+        set_remote_status(db, job.generation_id, remote.status, result_url=remote.result_url)
+
+
+def set_remote_status(db: Connection, generation_id: str | None, status: str, **facts: Any) -> None:
+    if generation_id:
+        db.execute(
+            update(GENERATIONS)
+            .where(GENERATIONS.c.generation_id == generation_id)
+            .values(remote_status=status, updated_at=utcnow(), **present(**facts))
+        )
+
+
+def paid_generation_ids() -> Any:
+    return select(GENERATIONS.c.generation_id).where(GENERATIONS.c.remote_status == "succeeded")
+
+
+def unused_query(run_id: int) -> Any:
+    g, j = GENERATIONS, JOBS
+    uses = select(j.c.id).where(j.c.id == g.c.job_id, j.c.generation_id == g.c.generation_id).exists()
+    return (
+        select(g)
+        .where(g.c.run_id == run_id, g.c.remote_status.not_in(["failed", "cancelled", "lost"]), ~uses)
+        .order_by(g.c.seen_at)
+    )
+
+
+def money_of(db: Connection, run_id: int) -> Money:
+    g = GENERATIONS
+    charged = func.coalesce(g.c.cost, func.coalesce(g.c.estimated_cost, 0.0))
+    spent = db.execute(
+        select(func.coalesce(func.sum(charged), 0.0)).where(
+            g.c.run_id == run_id, (g.c.remote_status == "succeeded") | (g.c.cost.is_not(None))
+        )
+    ).scalar()
+    in_flight = db.execute(
+        select(func.coalesce(func.sum(func.coalesce(g.c.estimated_cost, 0.0)), 0.0)).where(
+            g.c.run_id == run_id,
+            g.c.cost.is_(None),
+            g.c.remote_status.not_in(["succeeded", "failed", "cancelled"]),
+        )
+    ).scalar()
+    intents = db.execute(
+        select(func.coalesce(func.sum(func.coalesce(JOBS.c.estimated_cost, 0.0)), 0.0)).where(
+            JOBS.c.run_id == run_id, JOBS.c.status.in_([s.value for s in RESERVING])
+        )
+    ).scalar()
+    budget = db.execute(select(RUNS.c.budget).where(RUNS.c.id == run_id)).scalar()
+    unused = db.execute(unused_query(run_id)).all()
+    return Money(
+        spent=float(spent or 0.0),
+        reserved=float(in_flight or 0.0) + float(intents or 0.0),
+        budget=budget,
+        unused=len(unused),
+        unused_cost=sum(float(r.cost if r.cost is not None else (r.estimated_cost or 0.0)) for r in unused),
+    )
+
+
+def ledger_row(r: Any) -> LedgerRow:
+    return LedgerRow(
+        generation_id=r.generation_id,
+        job_id=r.job_id,
+        model=r.model,
+        params=json.loads(r.request_json),
+        how=r.how,
+        remote_status=r.remote_status,
+        estimated_cost=r.estimated_cost,
+        cost=r.cost,
+        result_url=r.result_url,
+        seen_at=as_utc(r.seen_at) or r.seen_at,
+    )
+
+
+def present(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}

@@ -1,0 +1,69 @@
+"""The values the store hands out and takes in: a run, the lease that proves holding it, a job to add, a job's
+working copy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from batchgen.core.jobs import JobSpec, JobStatus
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    id: int
+    name: str
+    manifest_path: str
+    base_url: str
+    out_dir: str
+    settings: Mapping[str, Any]
+    created_at: datetime
+    owner: str | None
+    budget: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Proof that this process holds a run: its epoch is the fencing token every write carries."""
+
+    run_id: int
+    epoch: int
+    owner: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to add to a run: the planned spec plus what planning knew about it."""
+
+    spec: JobSpec
+    estimated_cost: float | None = None
+    media_type: str = "video"
+
+
+@dataclass(slots=True)
+class JobState:
+    """The runner's working copy of one job row (mutable; the store is the truth)."""
+
+    id: int
+    key: str
+    model: str
+    params: dict[str, Any]
+    repeat: int
+    media_type: str
+    status: JobStatus
+    generation_id: str | None
+    attempts: int
+    intent_at: datetime | None
+    result_url: str | None
+    download_url: str | None
+    estimated_cost: float | None
+    prompt_slug_source: str
+
+    @property
+    def namespace(self) -> str | None:
+        """The organisation the job bills to (target_namespace), when it names one."""
+        value = self.params.get("target_namespace")
+        return value if isinstance(value, str) and value else None

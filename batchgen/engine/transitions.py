@@ -1,0 +1,342 @@
+"""Every change to a job: the named transitions of the lifecycle table, the intents that may spend money, the
+enqueues and adoptions that fill the ledger. Each method is one fenced transaction (`Store._fenced`): a runner
+whose lease was taken over writes nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from batchgen.core.jobs import JobStatus
+from batchgen.core.lifecycle import LIFECYCLE, IllegalTransition, JobEvent, sources
+from batchgen.core.matching import Window, assign_orphans
+from batchgen.core.remote import RemoteGeneration
+from batchgen.engine.ledger import (
+    GENERATIONS,
+    JOBS,
+    insert_generation,
+    money_of,
+    observed,
+    paid_generation_ids,
+    present,
+    set_remote_status,
+)
+from batchgen.engine.records import JobState, Lease, NewJob
+from batchgen.engine.sqlite import utcnow
+from batchgen.errors import BudgetExceededError
+
+CENT = 1e-9  # float slack when comparing sums of money against a budget
+
+
+class JobTransitions:
+    """The writing half of the store (mixed into `Store`, which provides `_fenced`)."""
+
+    def _fenced(self, lease: Lease, *, durable: bool = False) -> AbstractContextManager[Connection]:
+        raise NotImplementedError
+
+    def add_jobs(self, lease: Lease, jobs: Sequence[NewJob]) -> int:
+        """Add the jobs the run does not have yet (by key); return how many were new."""
+        now = utcnow()
+        with self._fenced(lease) as db:
+            known = set(db.execute(select(JOBS.c.key).where(JOBS.c.run_id == lease.run_id)).scalars())
+            rows = [
+                {
+                    "run_id": lease.run_id,
+                    "key": job.spec.key,
+                    "model": job.spec.model,
+                    "params_json": json.dumps(dict(job.spec.params), ensure_ascii=False),
+                    "variables_json": json.dumps(dict(job.spec.variables), ensure_ascii=False, default=str),
+                    "repeat": job.spec.repeat,
+                    "origin": job.spec.origin,
+                    "media_type": job.media_type,
+                    "status": JobStatus.PENDING.value,
+                    "attempts": 0,
+                    "estimated_cost": job.estimated_cost,
+                    "updated_at": now,
+                }
+                for job in jobs
+                if job.spec.key not in known
+            ]
+            if rows:
+                db.execute(insert(JOBS), rows)
+        return len(rows)
+
+    def retire_jobs(self, lease: Lease, keep: set[str]) -> int:
+        """Cancel the pending jobs whose key is not in `keep` (removed from an edited manifest); jobs already sent
+        are left to finish, since they are paid for. Returns how many were retired."""
+        with self._fenced(lease) as db:
+            pending = db.execute(
+                select(JOBS.c.id, JOBS.c.key).where(JOBS.c.run_id == lease.run_id, JOBS.c.status == "pending")
+            ).all()
+            gone = [job_id for job_id, key in pending if key not in keep]
+            apply_event(db, gone, JobEvent.RETIRED, error="no longer in the manifest", error_class="removed")
+        return len(gone)
+
+    def retry_failed(self, lease: Lease) -> int:
+        """--retry-failed: failed and cancelled jobs go back to pending. Their old generations stay in the ledger
+        (and can never be adopted again); a paid result that only failed to download is fetched, never resent."""
+        with self._fenced(lease) as db:
+            ids = list(
+                db.execute(
+                    select(JOBS.c.id).where(
+                        JOBS.c.run_id == lease.run_id,
+                        JOBS.c.status.in_(sources(JobEvent.RETRY)),
+                        func.coalesce(JOBS.c.error_class, "") != "download",
+                        # a cancel or timeout whose generation still ran and succeeded is paid: never resend it
+                        JOBS.c.generation_id.is_(None) | ~JOBS.c.generation_id.in_(paid_generation_ids()),
+                    )
+                ).scalars()
+            )
+            apply_event(db, ids, JobEvent.RETRY, **never_sent())
+        return len(ids)
+
+    def retry_downloads(self, lease: Lease) -> int:
+        """Jobs that succeeded remotely but whose file never arrived go back to downloading (never resubmitted)."""
+        with self._fenced(lease) as db:
+            ids = list(
+                db.execute(
+                    select(JOBS.c.id).where(
+                        JOBS.c.run_id == lease.run_id, JOBS.c.status == "failed", JOBS.c.error_class == "download"
+                    )
+                ).scalars()
+            )
+            apply_event(db, ids, JobEvent.REDOWNLOAD, error=None, error_class=None)
+        return len(ids)
+
+    def forget_remote(self, lease: Lease) -> int:
+        """Every unfinished job goes back to pending with no generation: for a run on the built-in emulator, whose
+        generations vanished with its process (they cost nothing, so sending them again is right). The ledger
+        marks the old emulator's generations lost at no cost."""
+        with self._fenced(lease) as db:
+            ids = list(
+                db.execute(
+                    select(JOBS.c.id).where(
+                        JOBS.c.run_id == lease.run_id,
+                        JOBS.c.status.in_([s for s in sources(JobEvent.FORGOTTEN) if s != "failed"])
+                        | ((JOBS.c.status == "failed") & (JOBS.c.error_class == "download")),
+                    )
+                ).scalars()
+            )
+            db.execute(
+                update(GENERATIONS)
+                .where(GENERATIONS.c.run_id == lease.run_id, GENERATIONS.c.job_id.in_(ids))
+                .values(remote_status="lost", estimated_cost=0.0, cost=0.0, updated_at=utcnow())
+            )
+            apply_event(db, ids, JobEvent.FORGOTTEN, **never_sent())
+        return len(ids)
+
+    def record_intents(self, lease: Lease, jobs: Sequence[JobState]) -> datetime:
+        """Commit the intent to enqueue these jobs (status submitting, attempts + 1), durably, before the POST.
+
+        In the same transaction: the lease is checked (LeaseLostError) and the run's spent + reserved + these
+        jobs' estimates must stay within its budget (BudgetExceededError, and nothing is written)."""
+        now = utcnow()
+        needed = sum(j.estimated_cost or 0.0 for j in jobs)
+        with self._fenced(lease, durable=True) as db:
+            money = money_of(db, lease.run_id)
+            if money.budget is not None and money.spent + money.reserved + needed > money.budget + CENT:
+                raise BudgetExceededError(
+                    spent=money.spent, reserved=money.reserved, budget=money.budget, needed=needed
+                )
+            apply_event(
+                db,
+                [j.id for j in jobs],
+                JobEvent.INTENT,
+                intent_at=now,
+                attempts=JOBS.c.attempts + 1,
+                error=None,
+                error_class=None,
+            )
+        return now
+
+    def record_enqueued(self, lease: Lease, pairs: Sequence[tuple[JobState, str]]) -> None:
+        """Commit the generation ids an enqueue reply gave the jobs: each job moves to queued and each id enters
+        the ledger. An id the ledger already has is an error: nothing is written (no generation has two jobs)."""
+        now = utcnow()
+        with self._fenced(lease) as db:
+            for job, generation_id in pairs:
+                insert_generation(db, lease.run_id, job, generation_id, how="enqueued", now=now)
+                apply_event(db, [job.id], JobEvent.ENQUEUED, generation_id=generation_id, enqueued_at=now)
+
+    def claim_orphans(
+        self,
+        lease: Lease,
+        jobs: Sequence[JobState],
+        candidates: Iterable[RemoteGeneration],
+        window: Window,
+    ) -> dict[int, RemoteGeneration]:
+        """Reconcile lost enqueue replies: give each job at most one matching generation that nobody owns, and
+        record it in the ledger, in one transaction. The set of owned ids is read inside that transaction, so two
+        reconciliations can never adopt the same generation. Returns job id -> its generation."""
+        pool = {c.generation_id: c for c in candidates}
+        now = utcnow()
+        with self._fenced(lease) as db:
+            owned = set(
+                db.execute(
+                    select(GENERATIONS.c.generation_id).where(GENERATIONS.c.generation_id.in_(list(pool)))
+                ).scalars()
+            )
+            found = assign_orphans([(j.id, j.model, j.params, j.intent_at) for j in jobs], pool.values(), owned, window)
+            by_id = {j.id: j for j in jobs}
+            for job_id, generation in found.items():
+                insert_generation(
+                    db, lease.run_id, by_id[job_id], generation.generation_id, how="adopted", now=now, remote=generation
+                )
+                apply_event(
+                    db,
+                    [job_id],
+                    JobEvent.ENQUEUED,
+                    generation_id=generation.generation_id,
+                    enqueued_at=generation.enqueued_at or now,
+                )
+        return found
+
+    def mark_unsent(self, lease: Lease, job_ids: Sequence[int]) -> None:
+        """Intents whose POST was never sent go back to pending: nothing to reconcile."""
+        with self._fenced(lease) as db:
+            apply_event(db, job_ids, JobEvent.UNSENT)
+
+    def mark_not_created(self, lease: Lease, job_ids: Sequence[int], *, error: str, error_class: str) -> None:
+        """The enqueue created nothing (a definite refusal, or two agreeing reads of the queue): back to pending."""
+        with self._fenced(lease) as db:
+            apply_event(db, job_ids, JobEvent.NOT_CREATED, generation_id=None, error=error, error_class=error_class)
+
+    def mark_undecidable(self, lease: Lease, job_ids: Sequence[int], *, error: str) -> None:
+        with self._fenced(lease) as db:
+            apply_event(db, job_ids, JobEvent.UNDECIDABLE, error=error, error_class="enqueue_unknown")
+
+    def mark_rejected(self, lease: Lease, job_ids: Sequence[int], *, error: str) -> None:
+        with self._fenced(lease) as db:
+            apply_event(db, job_ids, JobEvent.REJECTED, error=error, error_class="rejected")
+
+    def resubmit_unknown(self, lease: Lease, job_ids: Sequence[int]) -> None:
+        """--resubmit-unknown, for jobs reconciliation could not decide: send them again."""
+        with self._fenced(lease) as db:
+            apply_event(db, job_ids, JobEvent.RESUBMIT, **never_sent())
+
+    def mark_started(self, lease: Lease, job: JobState, remote: RemoteGeneration) -> None:
+        with self._fenced(lease) as db:
+            observed(db, job, remote)
+            apply_event(db, [job.id], JobEvent.STARTED, **present(started_at=remote.started_at))
+
+    def mark_succeeded_remotely(
+        self, lease: Lease, job: JobState, remote: RemoteGeneration, *, download: bool
+    ) -> JobStatus:
+        """The generation succeeded (it is paid for): downloading, or succeeded at once when downloads are off."""
+        with self._fenced(lease) as db:
+            observed(db, job, remote)
+            return apply_event(
+                db,
+                [job.id],
+                JobEvent.SUCCEEDED_REMOTELY if download else JobEvent.FINISHED_WITHOUT_DOWNLOAD,
+                result_url=job.result_url,
+                download_url=job.download_url,
+                completed_at=remote.completed_at or utcnow(),
+                **present(started_at=remote.started_at),
+            )
+
+    def mark_downloaded(self, lease: Lease, job: JobState, *, path: str, sha256: str, size: int) -> None:
+        with self._fenced(lease) as db:
+            apply_event(db, [job.id], JobEvent.DOWNLOADED, output_path=path, sha256=sha256, bytes=size)
+
+    def mark_finished_without_download(self, lease: Lease, job: JobState) -> None:
+        with self._fenced(lease) as db:
+            apply_event(db, [job.id], JobEvent.FINISHED_WITHOUT_DOWNLOAD)
+
+    def mark_download_failed(self, lease: Lease, job: JobState, *, error: str) -> None:
+        with self._fenced(lease) as db:
+            apply_event(db, [job.id], JobEvent.DOWNLOAD_FAILED, error=error, error_class="download")
+
+    def mark_failed(
+        self,
+        lease: Lease,
+        job: JobState,
+        event: JobEvent,
+        *,
+        error: str,
+        error_class: str,
+        remote: RemoteGeneration | None = None,
+    ) -> None:
+        """A generation that ended without a result: failed or cancelled remotely, vanished, or timed out."""
+        assert event in (JobEvent.FAILED_REMOTELY, JobEvent.CANCELLED_REMOTELY, JobEvent.VANISHED, JobEvent.TIMED_OUT)
+        with self._fenced(lease) as db:
+            if remote is not None:
+                observed(db, job, remote)
+            elif event is JobEvent.VANISHED:
+                set_remote_status(db, job.generation_id, "lost")
+            completed = remote.completed_at if remote is not None else None
+            apply_event(db, [job.id], event, error=error, error_class=error_class, completed_at=completed or utcnow())
+
+    def mark_cancelled_by_user(self, lease: Lease, job_ids: Sequence[int]) -> None:
+        with self._fenced(lease) as db:
+            apply_event(db, job_ids, JobEvent.CANCELLED_BY_USER, error="cancelled by the user", error_class="cancelled")
+
+    def record_result_url(self, lease: Lease, job: JobState, url: str) -> None:
+        """A fresh result_url read from the status row (not a transition)."""
+        with self._fenced(lease) as db:
+            db.execute(update(JOBS).where(JOBS.c.id == job.id).values(result_url=url, updated_at=utcnow()))
+
+    def record_remote_rows(self, lease: Lease, rows: Sequence[tuple[RemoteGeneration, float | None]]) -> int:
+        """What the history says about generations in the ledger (cost, times, status, result_url): facts, not
+        transitions. Rows of generations the ledger does not have are ignored. Returns how many were known."""
+        now = utcnow()
+        known = 0
+        with self._fenced(lease) as db:
+            for remote, cost in rows:
+                job_id = db.execute(
+                    select(GENERATIONS.c.job_id).where(
+                        GENERATIONS.c.generation_id == remote.generation_id, GENERATIONS.c.run_id == lease.run_id
+                    )
+                ).first()
+                if job_id is None:
+                    continue
+                known += 1
+                ledger_values: dict[str, Any] = {"updated_at": now}
+                if remote.is_known_status:
+                    ledger_values["remote_status"] = remote.status
+                ledger_values.update(present(cost=cost, enqueued_at=remote.enqueued_at, result_url=remote.result_url))
+                db.execute(
+                    update(GENERATIONS)
+                    .where(GENERATIONS.c.generation_id == remote.generation_id)
+                    .values(**ledger_values)
+                )
+                job_values = present(
+                    cost=cost,
+                    started_at=remote.started_at,
+                    enqueued_at=remote.enqueued_at,
+                    result_url=remote.result_url,
+                )
+                if job_values:
+                    db.execute(
+                        update(JOBS)
+                        .where(JOBS.c.run_id == lease.run_id, JOBS.c.generation_id == remote.generation_id)
+                        .values(**job_values, updated_at=now)
+                    )
+        return known
+
+
+def apply_event(db: Connection, job_ids: Sequence[int], event_: JobEvent, **facts: Any) -> JobStatus:
+    """Move the jobs by `event_`, only from its source statuses; IllegalTransition (and a rollback) otherwise."""
+    move = LIFECYCLE[event_]
+    ids = list(job_ids)
+    if ids:
+        changed = db.execute(
+            update(JOBS)
+            .where(JOBS.c.id.in_(ids), JOBS.c.status.in_(sources(event_)))
+            .values(status=move.target.value, updated_at=utcnow(), **facts)
+        ).rowcount
+        if changed != len(ids):
+            found = db.execute(select(JOBS.c.id, JOBS.c.status).where(JOBS.c.id.in_(ids))).all()
+            refused = {job_id: status for job_id, status in found if status not in sources(event_)}
+            raise IllegalTransition(f"event {event_.value} refused for jobs {refused} (only from {sources(event_)})")
+    return move.target
+
+
+def never_sent() -> dict[str, Any]:
+    """The columns of a job sent back to pending: no generation, no error, no URLs (the ledger keeps the old one)."""
+    return {"generation_id": None, "error": None, "error_class": None, "result_url": None, "download_url": None}
