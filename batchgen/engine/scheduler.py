@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -53,21 +54,27 @@ class AdaptiveLimit:
 class SubmitGate:
     """Spaces enqueues at least 1/rate apart and holds every submitter during a shared pause."""
 
-    def __init__(self, rate_per_s: float) -> None:
+    def __init__(
+        self,
+        rate_per_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
         self.interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
+        self.clock, self.sleep = clock, sleep  # injected by tests: no test waits on the wall clock
         self._next = 0.0
         self._paused_until = 0.0
         self._lock = anyio.Lock()
 
     def pause(self, seconds: float) -> None:
-        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+        self._paused_until = max(self._paused_until, self.clock() + seconds)
 
     async def wait_turn(self) -> None:
         async with self._lock:
             while True:
-                now = time.monotonic()
-                wait = max(self._paused_until, self._next) - now
+                wait = max(self._paused_until, self._next) - self.clock()
                 if wait <= 0:
                     break
-                await anyio.sleep(wait)
-            self._next = time.monotonic() + self.interval
+                await self.sleep(wait)
+            self._next = self.clock() + self.interval
