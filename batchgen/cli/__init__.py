@@ -1,0 +1,22 @@
+"""The command line: the only code that reads argv and the environment, prints, and exits.
+
+    app.py          the typer app, the consoles, the exit codes (documented there), errors to messages, `main`
+    options.py      the options every command spells the same way, the settings, the state database
+    running.py      run, resume: progress, a clean stop on SIGINT/SIGTERM, the closing words and exit code
+    inspection.py   status, runs, cancel, unused, export, report
+    plan.py         plan
+    emulator.py     emulator
+
+Each command module registers its commands on `app` when imported; the imports below are that registration,
+in the order `batchgen --help` lists them.
+"""
+
+from __future__ import annotations
+
+# isort: off
+from batchgen.cli import plan, running, inspection, emulator  # noqa: F401  (registers the commands, in this order)
+
+# isort: on
+from batchgen.cli.app import app, exit_code_for, main
+
+__all__ = ["app", "exit_code_for", "main"]

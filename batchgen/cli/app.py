@@ -1,0 +1,118 @@
+"""The typer app, its two consoles, the exit codes, and the one place an error becomes a message and a code.
+
+Exit codes (the README's table is this one):
+
+    0    every job succeeded (and its file is on disk); any other command did what it was asked
+    1    the run finished with failed, cancelled or undecidable jobs; `cancel` left generations in flight
+    2    a user's mistake: bad usage, an invalid manifest or plan, over budget, an unusable state database or
+         output directory (a run refused before it starts has enqueued nothing)
+    3    the API is unreachable or refused the key
+    4    another runner took the run over while this one was paused past its lease; this one sent nothing more
+    70   internal error: a bug in batchgen (EX_SOFTWARE); one line on stderr, the traceback with -v
+    130  interrupted (Ctrl-C / SIGTERM); `batchgen resume` continues
+
+Data goes to stdout (`stdout`), everything said to the user to stderr (`stderr`).
+"""
+
+from __future__ import annotations
+
+import traceback
+from enum import IntEnum
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from batchgen import errors
+
+
+class ExitCode(IntEnum):
+    """What the process's exit status means (the module docstring says when each happens)."""
+
+    OK = 0
+    FAILED_JOBS = 1
+    INVALID = 2
+    API = 3
+    LEASE_LOST = 4
+    INTERNAL = 70
+    INTERRUPTED = 130
+
+
+app = typer.Typer(
+    name="batchgen",
+    help="Run large, resumable, budgeted batches of generations against Oxen.ai's async media API.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True)
+_verbose = False
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show tracebacks of internal errors.")] = False,
+) -> None:
+    global _verbose
+    _verbose = verbose
+
+
+def exit_code_for(error: errors.BatchgenError) -> int:
+    """The documented exit code for a user-facing error."""
+    if isinstance(error, errors.ApiError):
+        return ExitCode.API
+    if isinstance(error, errors.LeaseLostError):
+        return ExitCode.LEASE_LOST
+    return ExitCode.INVALID
+
+
+def main() -> None:
+    """Console-script entry point. Usage errors are click's (exit 2); user errors print one clear message."""
+    try:
+        # standalone mode: click (typer's vendored copy) reports usage errors itself with exit code 2
+        app(standalone_mode=True)
+    except errors.BatchgenError as error:
+        _die(error)
+    except BaseExceptionGroup as group:
+        found = _user_error_in(group)
+        if found is None:
+            _internal_error()
+        _die(found)
+    except KeyboardInterrupt:
+        stderr.print("interrupted")
+        raise SystemExit(ExitCode.INTERRUPTED) from None
+    except Exception:
+        _internal_error()
+
+
+def _die(error: errors.BatchgenError) -> NoReturn:
+    """Print a user-facing error (every problem of a manifest, one per line) and exit with its code."""
+    if isinstance(error, errors.ManifestError):
+        for problem in error.problems:
+            stderr.print(f"[red]error:[/red] {problem}", markup=True, highlight=False)
+        stderr.print(f"{len(error.problems)} problem(s); nothing was enqueued.")
+    else:
+        stderr.print(f"[red]error:[/red] {error}")
+    raise SystemExit(exit_code_for(error))
+
+
+def _user_error_in(group: BaseExceptionGroup[BaseException]) -> errors.BatchgenError | None:
+    """The first BatchgenError inside a task group's exception group (errors raised in tasks arrive wrapped)."""
+    for exc in group.exceptions:
+        if isinstance(exc, errors.BatchgenError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _user_error_in(exc)
+            if found is not None:
+                return found
+    return None
+
+
+def _internal_error() -> NoReturn:
+    """A bug: one line and exit 70, or (with -v) the traceback. Called only while an exception is handled."""
+    if _verbose:
+        raise
+    stderr.print("[red]internal error[/red] (a bug in batchgen; run with -v for the traceback):")
+    stderr.print(traceback.format_exc().strip().splitlines()[-1], markup=False)
+    raise SystemExit(ExitCode.INTERNAL) from None

@@ -1,0 +1,226 @@
+"""The commands that read a run from the database: status, runs, cancel, unused, export and report."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, TextIO
+
+import anyio
+import typer
+from rich.table import Table
+
+from batchgen.cli.app import ExitCode, app, stderr, stdout
+from batchgen.cli.options import BaseUrlOption, DbOption, RunArgument, existing_store, settings
+from batchgen.core.export import write_csv, write_jsonl
+from batchgen.core.jobs import JobRow, JobStatus
+from batchgen.core.report import relative_href, render_report
+from batchgen.engine.cancel import cancel_run
+from batchgen.engine.outputs import write_atomically
+from batchgen.engine.unused import fetch_unused
+
+
+@app.command()
+def status(
+    run_name: RunArgument = None,
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
+) -> None:
+    """Counts per state, cost and where the files are, for one run."""
+    with existing_store(db) as store:
+        info = store.get_run(run_name)
+        counts = store.status_counts(info.id)
+        estimated = store.estimated_total(info.id)
+        money = store.money(info.id)
+        unused = store.unused_generations(info.id)
+    data = {
+        "run": info.name,
+        "jobs": sum(counts.values()),
+        "counts": {s.value: n for s, n in counts.items()},
+        "estimated_cost": round(estimated, 6),
+        "cost_so_far": round(money.spent, 6),
+        "spent": round(money.spent, 6),
+        "reserved": round(money.reserved, 6),
+        "budget": money.budget,
+        "left": None if money.left is None else round(money.left, 6),
+        "unused_generations": [
+            {
+                "generation_id": u.generation_id,
+                "status": u.remote_status,
+                "cost": u.cost,
+                "estimated_cost": u.estimated_cost,
+            }
+            for u in unused
+        ],
+        "out_dir": info.out_dir,
+        "base_url": info.base_url,
+        "running": info.owner is not None,
+    }
+    if as_json:
+        stdout.print_json(json.dumps(data))
+        return
+    table = Table(title=f"run {info.name}", show_header=False)
+    for status_value, n in counts.items():
+        table.add_row(status_value.value, str(n))
+    table.add_row("spent", f"${money.spent:.2f} (estimate for every job: ~${estimated:.2f})")
+    table.add_row("reserved", f"${money.reserved:.2f} in flight")
+    if money.budget is not None:
+        table.add_row("budget", f"${money.budget:.2f} (${money.left or 0.0:.2f} left)")
+    table.add_row("files", info.out_dir)
+    stdout.print(table)
+    if unused:
+        stderr.print(
+            f"[yellow]{len(unused)} generation(s) of this run are paid for (or running) but no job uses them "
+            f"(${money.unused_cost:.2f})[/yellow]: `batchgen unused {info.name} --download` fetches them"
+        )
+
+
+@app.command()
+def runs(db: DbOption = None) -> None:
+    """Every run in the database, newest first."""
+    table = Table("run", "jobs", "succeeded", "created", "base url")
+    with existing_store(db) as store:
+        for info in store.list_runs():
+            counts = store.status_counts(info.id)
+            table.add_row(
+                info.name, str(sum(counts.values())), str(counts.get(JobStatus.SUCCEEDED, 0)),
+                info.created_at.strftime("%Y-%m-%d %H:%M"), info.base_url,
+            )  # fmt: skip
+    stdout.print(table)
+
+
+@app.command()
+def cancel(run_name: RunArgument = None, db: DbOption = None, base_url: BaseUrlOption = None) -> None:
+    """Cancel every in-flight generation of a run remotely and mark its unfinished jobs cancelled."""
+    with existing_store(db) as store:
+        info = store.get_run(run_name)
+        api = settings(db=db, base_url=base_url, run=info)
+        done = anyio.run(lambda: cancel_run(store, info, api.base_url, api.api_key))
+    stderr.print(f"cancelled {done.remote} generation(s) remotely and {done.local} job(s) in total")
+    if done.kept:
+        stderr.print(f"{done.kept} generation(s) had already succeeded (paid for): their jobs succeeded, files kept")
+    for line in done.left:
+        stderr.print(f"[yellow]left in flight:[/yellow] {line}")
+    if done.left:
+        stderr.print("run `batchgen cancel` again to retry, or `batchgen resume` to let them finish")
+        raise SystemExit(ExitCode.FAILED_JOBS)
+
+
+@app.command()
+def unused(
+    run_name: RunArgument = None,
+    db: DbOption = None,
+    base_url: BaseUrlOption = None,
+    download: Annotated[
+        bool, typer.Option("--download", help="Fetch them into OUT_DIR/unused/ (they are paid for).")
+    ] = False,
+) -> None:
+    """Generations the run paid for (or still runs) that no job uses: listed, and fetched with --download."""
+    with existing_store(db) as store:
+        info = store.get_run(run_name)
+        rows = store.unused_generations(info.id)
+        for row in rows:
+            cost = row.cost if row.cost is not None else row.estimated_cost
+            stdout.print(f"{row.generation_id}\t{row.remote_status}\t{row.model}\t${cost or 0.0:.2f}\t{row.how}")
+        if not download or not rows:
+            stderr.print(f"{len(rows)} paid-but-unused generation(s) in run {info.name!r}")
+            return
+        api = settings(db=db, base_url=base_url, run=info)
+        dest = Path(info.out_dir) / "unused"
+        fetched = anyio.run(lambda: fetch_unused(store, info, api.base_url, api.api_key, dest))
+    for item in fetched:
+        stderr.print(f"{item.generation_id}: {item.path}" if item.path else f"{item.generation_id}: {item.reason}")
+
+
+class ExportFormat(StrEnum):
+    CSV = "csv"
+    JSONL = "jsonl"
+
+
+@app.command("export")
+def export_command(
+    run: RunArgument = None,
+    output: Annotated[str | None, typer.Option("-o", "--output", help="File to write; '-' or none: stdout.")] = None,
+    fmt: Annotated[
+        ExportFormat | None,
+        typer.Option("--format", help="csv or jsonl (default: jsonl for a .jsonl/.ndjson -o, else csv)."),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Export one row per job (CSV or JSONL); works during a run and after it."""
+    name, _, rows = _read_run(db, run)
+    to_stdout = output in (None, "-")
+    if fmt is None:
+        jsonl = not to_stdout and str(output).endswith((".jsonl", ".ndjson"))
+        fmt = ExportFormat.JSONL if jsonl else ExportFormat.CSV
+    writer = write_jsonl if fmt is ExportFormat.JSONL else write_csv
+
+    def write(out: TextIO) -> None:
+        writer(rows, out)
+
+    if to_stdout:
+        _write_stdout(write)
+    else:
+        write_atomically(Path(str(output)), write)
+        stderr.print(f"exported {len(rows)} job(s) of run {name} to {output}")
+
+
+@app.command("report")
+def report_command(
+    run: RunArgument = None,
+    output: Annotated[
+        str | None, typer.Option("-o", "--output", help="HTML file (default: report.html in the run's output dir).")
+    ] = None,
+    rows_axis: Annotated[str | None, typer.Option("--rows", help="Axis down the rows (default: automatic).")] = None,
+    cols_axis: Annotated[
+        str | None, typer.Option("--cols", help="Axis across the columns (default: automatic).")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Write a self-contained HTML contact sheet of a run: two axes as a grid, the others as sections."""
+    name, out_dir, rows = _read_run(db, run)
+    target = Path(output) if output else Path(out_dir) / "report.html"
+    report_dir = target.absolute().parent
+
+    def media_href(row: JobRow) -> str | None:
+        found = _output_file(row.output_path, out_dir) if row.output_path else None
+        return relative_href(found.absolute(), report_dir) if found else None
+
+    html = render_report(
+        rows, title=f"batchgen · {name}", media_href=media_href, rows_axis=rows_axis, cols_axis=cols_axis
+    )
+    write_atomically(target, lambda out: out.write(html))
+    stderr.print(f"wrote {target} ({len(rows)} job(s) of run {name})")
+
+
+def _read_run(db: Path | None, run: str | None) -> tuple[str, str, list[JobRow]]:
+    """The run's name, its output directory and its jobs, read from the state store."""
+    with existing_store(db) as store:
+        info = store.get_run(run)
+        return info.name, info.out_dir, store.job_rows(info.id)
+
+
+def _write_stdout(write: Callable[[TextIO], object]) -> None:
+    """Write UTF-8 to stdout whatever the locale; a closed pipe (`| head`) is not an error."""
+    out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=True)
+    try:
+        write(out)
+        out.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush stays quiet
+    finally:
+        out.detach()
+
+
+def _output_file(output_path: str, out_dir: str) -> Path | None:
+    """Where a job's file is on disk: as stored, or relative to the output directory's parent, or inside it."""
+    stored = Path(output_path)
+    for candidate in (stored, Path(out_dir).parent / stored, Path(out_dir) / stored.name):
+        if candidate.is_file():
+            return candidate
+    return None

@@ -1,0 +1,47 @@
+"""What several commands share: the options and argument they spell the same way, their settings, the store.
+
+`settings()` is the CLI's one read of the environment; `batchgen.settings` says which source wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from batchgen.engine.store import RunInfo, Store
+from batchgen.settings import Settings, resolve_settings
+
+DbOption = Annotated[
+    Path | None, typer.Option("--db", help="State database [env BATCHGEN_DB; default state/batchgen.db].")
+]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        help="API base URL [env BATCHGEN_BASE_URL; default https://hub.oxen.ai; a stored run defaults to its own].",
+    ),
+]
+RunArgument = Annotated[str | None, typer.Argument(metavar="[RUN]", help="Run name [default: the latest].")]
+SubmitRateOption = Annotated[
+    float, typer.Option("--submit-rate", min=0.01, help="Enqueue requests per second at most (429s slow it further).")
+]
+
+
+def settings(*, db: Path | None = None, base_url: str | None = None, run: RunInfo | None = None) -> Settings:
+    """The settings of a command: its flags, then the run's stored base URL, then the environment, then defaults."""
+    return resolve_settings(os.environ, db=db, base_url=base_url, run_base_url=run.base_url if run else None)
+
+
+@contextlib.contextmanager
+def existing_store(db: Path | None) -> Iterator[Store]:
+    """The state database named by --db (or the environment, or the default); it must exist already."""
+    store = Store.open(settings(db=db).db, create=False)
+    try:
+        yield store
+    finally:
+        store.close()

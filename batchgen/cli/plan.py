@@ -1,0 +1,117 @@
+"""`batchgen plan`: expand, validate and price a manifest, and show its jobs; nothing is ever enqueued."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import typer
+from rich.table import Table
+
+from batchgen import errors
+from batchgen.cli.app import app, stderr, stdout
+from batchgen.cli.options import BaseUrlOption, DbOption, settings
+from batchgen.core.plan import Plan
+from batchgen.engine.planning import make_plan
+
+PLAN_ROWS_SHOWN = 40  # a 100,000-job table helps nobody; --json has every job
+
+
+@app.command("plan")
+def plan_command(
+    manifest: Annotated[Path, typer.Argument(help="The manifest (YAML) to expand, validate and price.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole plan as JSON on stdout.")] = False,
+    base_url: BaseUrlOption = None,
+    emulate: Annotated[bool, typer.Option("--emulate", help="Plan against the built-in emulator.")] = False,
+    max_cost: Annotated[
+        float | None, typer.Option("--max-cost", help="Refuse (exit 2) when the estimate exceeds this many USD.")
+    ] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Use only cached model entries; fetch nothing.")] = False,
+    rows: Annotated[int, typer.Option("--rows", help="How many jobs the table shows.")] = PLAN_ROWS_SHOWN,
+    db: DbOption = None,
+) -> None:
+    """Expand, validate and price a manifest, and show the jobs. Never enqueues anything."""
+    resolved = settings(db=db, base_url=base_url)
+
+    async def plan_at(where: str) -> Plan:
+        return await make_plan(
+            manifest,
+            base_url=where,
+            api_key=resolved.api_key,
+            state_dir=resolved.model_cache(emulated=emulate),
+            max_cost=max_cost,
+            offline=offline,
+        )
+
+    try:
+        if emulate:
+            from batchgen.emulator import EmulatorConfig, running_emulator
+
+            with running_emulator(EmulatorConfig()) as emulator:
+                plan = anyio.run(plan_at, emulator.base_url)
+        else:
+            plan = anyio.run(plan_at, resolved.base_url)
+    except errors.ManifestError as error:
+        if as_json:
+            problems = [{"where": p.where, "message": p.message, "hint": p.hint} for p in error.problems]
+            _print_json({"valid": False, "problems": problems, "jobs": []})
+        raise
+    for warning in plan.warnings:
+        stderr.print(f"[yellow]warning:[/yellow] {warning}", markup=True, highlight=False)
+    if as_json:
+        _print_json(plan.to_json())
+    else:
+        _print_plan(plan, rows)
+    plan.check()
+
+
+def _print_json(data: Any) -> None:
+    """Indented JSON on stdout, non-ASCII kept, dates as strings."""
+    stdout.print_json(data=data, ensure_ascii=False, default=str, highlight=False)
+
+
+def _print_plan(plan: Plan, shown: int) -> None:
+    settings = plan.manifest.settings
+    stdout.print(
+        f"[bold]{plan.manifest.name}[/bold]: {len(plan.jobs)} job(s), concurrency {settings.concurrency}, "
+        f"output {settings.out_dir}",
+        markup=True,
+    )
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("key", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    table.add_column("parameters", overflow="fold")
+    table.add_column("est. cost", justify="right", no_wrap=True)
+    for job in plan.jobs[: max(shown, 0)]:
+        cost = "unknown" if job.estimated_cost is None else _usd(Decimal(str(job.estimated_cost)))
+        table.add_row(job.spec.key, job.spec.model, _describe_params(job.spec.params, job.spec.repeat), cost)
+    if plan.jobs and shown > 0:
+        stdout.print(table)
+    hidden = len(plan.jobs) - max(shown, 0)
+    if hidden > 0:
+        stdout.print(f"... and {hidden} more job(s) not shown (use --rows N, or --json for all)")
+    total = _usd(plan.total_cost_exact)
+    if not plan.priced:
+        total = f"at least {total} ({plan.unpriced_jobs} job(s) have no price)"
+    budget = f" of a ${plan.budget:,.2f} budget" if plan.budget is not None else ""
+    stdout.print(f"estimated total: {total}{budget}")
+    if not plan.validated:
+        stdout.print("validation against the model schemas was skipped for some jobs (see warnings)")
+
+
+def _usd(amount: Decimal) -> str:
+    """Dollars to the cent, or to a hundredth of a cent when cents would round a real price away ($0.025)."""
+    if amount == amount.quantize(Decimal("0.01")):
+        return f"${amount:,.2f}"
+    return f"${amount.quantize(Decimal('0.0001')).normalize():,f}"
+
+
+def _describe_params(params: Any, repeat: int) -> str:
+    parts = [f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in params.items()]
+    if repeat:
+        parts.append(f"sample #{repeat + 1}")
+    text = " ".join(parts)
+    return text if len(text) <= 160 else text[:157] + "..."

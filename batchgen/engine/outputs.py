@@ -1,0 +1,46 @@
+"""The text files a run leaves for people (results CSV, exports, the report), written so none is ever half there."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from batchgen.core.export import write_csv
+from batchgen.engine.store import RunInfo, Store
+from batchgen.errors import OutputError
+
+
+def write_atomically(path: Path, write: Callable[[TextIO], object]) -> None:
+    """Write UTF-8 text through `write` into a temp file next to `path`, fsync it, make it 0644 and rename it into
+    place: a reader sees the old file or the whole new one, never a part. On any failure the temp file is removed;
+    an OSError becomes an OutputError naming the path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror} (check the directory is writable)") from exc
+    try:
+        with open(fd, "w", encoding="utf-8", newline="") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)  # mkstemp makes a private (0600) file; an output is as readable as any other
+        os.replace(temp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {exc.strerror}") from exc
+        raise
+
+
+def write_results_csv(store: Store, run: RunInfo, out_dir: Path) -> Path:
+    """Write the run's `results.csv` (one row per job) into `out_dir` atomically and return its path."""
+    path = out_dir / "results.csv"
+    rows = store.job_rows(run.id)
+    write_atomically(path, lambda out: write_csv(rows, out))
+    return path
