@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anyio
 
+from batchgen.core.backoff import backoff
 from batchgen.core.jobs import JobStatus
 from batchgen.core.matching import Window
 from batchgen.core.remote import RemoteGeneration
@@ -127,7 +128,7 @@ async def _keep_paid_result(
         job,
         dest,
         attempts=3,
-        backoff=lambda _: 0.5,
+        backoff=lambda n: backoff(n, initial=0.5, maximum=5.0),
         refresh=lambda: refresh_result_url(client, store, lease, job),
     )
     if fetched is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,9 +21,10 @@ from urllib.parse import urljoin, urlsplit
 import anyio
 import anyio.to_thread
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base
 
+from batchgen.core.backoff import backoff
 from batchgen.core.origins import key_may_go_to
 from batchgen.core.remote import (
     RemoteGeneration,
@@ -59,15 +61,17 @@ class RetryPolicy:
 
 
 class _WaitHonouringRetryAfter(wait_base):
+    """The server's Retry-After when it gave one (bounded), else the core backoff plus up to `initial` of jitter."""
+
     def __init__(self, policy: RetryPolicy) -> None:
-        self.fallback = wait_exponential_jitter(multiplier=policy.initial, max=policy.maximum, jitter=policy.initial)
-        self.maximum = policy.maximum
+        self.policy = policy
 
     def __call__(self, retry_state: Any) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-            return float(min(exc.retry_after, max(self.maximum, 1.0) * 10))
-        return float(self.fallback(retry_state))
+            return float(min(exc.retry_after, max(self.policy.maximum, 1.0) * 10))
+        wait = backoff(retry_state.attempt_number, initial=self.policy.initial, maximum=self.policy.maximum)
+        return wait + random.uniform(0.0, self.policy.initial)
 
 
 class OxenClient:
