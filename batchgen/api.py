@@ -3,6 +3,9 @@
 Both do what the commands of the same names do, return a RunSummary instead of printing, and raise
 BatchgenError subclasses for anything a user can fix. In a notebook (a running event loop) use the `*_async`
 variants with `await`.
+
+Settings not passed in come from the environment, as for the commands (`batchgen.settings` has the table); only
+the public entry points below read it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import contextlib
 import hashlib
 import os
 import secrets
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,18 +21,16 @@ from typing import Any
 
 import anyio
 
-from batchgen.core.export import write_csv
 from batchgen.core.jobs import JobStatus
 from batchgen.core.progress import Progress
 from batchgen.engine.client import OxenClient, RetryPolicy
 from batchgen.engine.options import RunOptions
+from batchgen.engine.outputs import write_results_csv
 from batchgen.engine.planning import make_plan
 from batchgen.engine.runner import Runner
 from batchgen.engine.store import Lease, NewJob, RunInfo, Store
-from batchgen.errors import OutputError, StateError
-
-DEFAULT_BASE_URL = "https://hub.oxen.ai"
-DEFAULT_DB = Path("state") / "batchgen.db"
+from batchgen.errors import StateError
+from batchgen.settings import Settings, resolve_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,44 +56,17 @@ class RunSummary:
         return 0 if set(self.counts) <= {JobStatus.SUCCEEDED} else 1
 
 
-def default_db() -> Path:
-    return Path(os.environ.get("BATCHGEN_DB") or DEFAULT_DB)
-
-
-def state_dir_for(db: Path) -> Path:
-    return Path(os.environ.get("BATCHGEN_STATE_DIR") or db.parent)
-
-
 @contextlib.contextmanager
-def _api_endpoint(
-    base_url: str | None, api_key: str | None, emulate: bool, time_scale: float
-) -> Iterator[tuple[str, str | None]]:
+def _api_endpoint(settings: Settings, emulate: bool, time_scale: float) -> Iterator[tuple[str, str | None]]:
+    """The API's base URL and key: the settings', or those of a fresh built-in emulator for the call's duration."""
     if not emulate:
-        yield (
-            (base_url or os.environ.get("BATCHGEN_BASE_URL") or DEFAULT_BASE_URL),
-            (api_key if api_key is not None else os.environ.get("OXEN_API_KEY")),
-        )
+        yield settings.base_url, settings.api_key
         return
     from batchgen.emulator import EmulatorConfig, running_emulator
 
     # a fresh seed per emulator: like the real API, a new one never hands out an id an earlier one did
     with running_emulator(EmulatorConfig(time_scale=time_scale, seed=secrets.randbits(32))) as emu:
         yield emu.base_url, emu.api_key
-
-
-def write_results_csv(store: Store, run: RunInfo, out_dir: Path) -> Path:
-    """Write the run's results CSV atomically (temp file + rename) and return its path."""
-    path = out_dir / "results.csv"
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".results.", suffix=".csv")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a results file is as readable as any other output
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            write_csv(store.job_rows(run.id), out)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from exc
-    return path
 
 
 async def _execute(
@@ -148,9 +121,10 @@ async def run_async(
     **option_overrides: Any,
 ) -> RunSummary:
     """Plan the manifest (refusing invalid or over-budget plans), then run it; running it again continues it."""
-    db_path = Path(db) if db else default_db()
-    with _api_endpoint(base_url, api_key, emulate, time_scale) as (url, key):
-        plan = await make_plan(manifest, base_url=url, api_key=key, state_dir=state_dir_for(db_path), max_cost=max_cost)
+    resolved = resolve_settings(os.environ, base_url=base_url, api_key=api_key, db=db)
+    with _api_endpoint(resolved, emulate, time_scale) as (url, key):
+        cache = resolved.model_cache(emulated=emulate)
+        plan = await make_plan(manifest, base_url=url, api_key=key, state_dir=cache, max_cost=max_cost)
         plan.check()
         settings = plan.manifest.settings
         out_dir = Path(out) if out else Path(settings.out_dir)
@@ -161,7 +135,7 @@ async def run_async(
             max_cost=plan.budget,
         )
         options = replace(options, **option_overrides)
-        store = Store.open(db_path)
+        store = Store.open(resolved.db)
         try:
             run = store.ensure_run(
                 plan.manifest.name,
@@ -219,8 +193,7 @@ async def resume_async(
     **option_overrides: Any,
 ) -> RunSummary:
     """Finish a run from the database alone (no manifest needed): the same API, the same settings."""
-    db_path = Path(db) if db else default_db()
-    store = Store.open(db_path, create=False)
+    store = Store.open(resolve_settings(os.environ, db=db).db, create=False)
     try:
         info = store.get_run(run)
         settings = info.settings
@@ -229,8 +202,7 @@ async def resume_async(
                 f"run {info.name!r} ran on the built-in emulator, which stopped with its process; "
                 f"continue it with `batchgen run {info.manifest_path} --emulate`"
             )
-        url = base_url or info.base_url or os.environ.get("BATCHGEN_BASE_URL") or DEFAULT_BASE_URL
-        key = api_key if api_key is not None else os.environ.get("OXEN_API_KEY")
+        resolved = resolve_settings(os.environ, base_url=base_url, api_key=api_key, db=db, run_base_url=info.base_url)
         options = RunOptions(
             concurrency=concurrency or int(settings.get("concurrency", 4)),
             download=bool(settings.get("download", True)),
@@ -250,8 +222,8 @@ async def resume_async(
             store,
             info,
             lease,
-            base_url=url,
-            api_key=key,
+            base_url=resolved.base_url,
+            api_key=resolved.api_key,
             options=options,
             on_progress=on_progress,
             retry=retry,
