@@ -153,7 +153,10 @@ def export_command(
     db: DbOption = None,
 ) -> None:
     """Export one row per job (CSV or JSONL); works during a run and after it."""
-    name, _, rows = _read_run(db, run)
+    with existing_store(db) as store:
+        info = store.get_run(run)
+        name, rows = info.name, store.job_rows(info.id)
+        money, unused = store.money(info.id), store.unused_generations(info.id)
     to_stdout = output in (None, "-")
     if fmt is None:
         jsonl = not to_stdout and str(output).endswith((".jsonl", ".ndjson"))
@@ -168,6 +171,13 @@ def export_command(
     else:
         write_atomically(Path(str(output)), write)
         stderr.print(f"exported {len(rows)} job(s) of run {name} to {output}")
+    budget = f" of a ${money.budget:.2f} budget" if money.budget is not None else ""
+    stderr.print(f"spent ${money.spent:.2f}, reserved ${money.reserved:.2f}{budget}")
+    if unused:
+        stderr.print(
+            f"[yellow]{len(unused)} generation(s) are paid for but used by no job (${money.unused_cost:.2f})[/yellow]: "
+            f"`batchgen unused {name} --download` fetches them"
+        )
 
 
 @app.command("report")
@@ -183,7 +193,10 @@ def report_command(
     db: DbOption = None,
 ) -> None:
     """Write a self-contained HTML contact sheet of a run: two axes as a grid, the others as sections."""
-    name, out_dir, rows = _read_run(db, run)
+    with existing_store(db) as store:
+        info = store.get_run(run)
+        name, out_dir, rows = info.name, info.out_dir, store.job_rows(info.id)
+        money, unused = store.money(info.id), store.unused_generations(info.id)
     target = Path(output) if output else Path(out_dir) / "report.html"
     report_dir = target.absolute().parent
 
@@ -192,17 +205,11 @@ def report_command(
         return relative_href(found.absolute(), report_dir) if found else None
 
     html = render_report(
-        rows, title=f"batchgen · {name}", media_href=media_href, rows_axis=rows_axis, cols_axis=cols_axis
-    )
+        rows, title=f"batchgen · {name}", media_href=media_href, rows_axis=rows_axis, cols_axis=cols_axis,
+        money=money, unused=unused,
+    )  # fmt: skip
     write_atomically(target, lambda out: out.write(html))
     stderr.print(f"wrote {target} ({len(rows)} job(s) of run {name})")
-
-
-def _read_run(db: Path | None, run: str | None) -> tuple[str, str, list[JobRow]]:
-    """The run's name, its output directory and its jobs, read from the state store."""
-    with existing_store(db) as store:
-        info = store.get_run(run)
-        return info.name, info.out_dir, store.job_rows(info.id)
 
 
 def _write_stdout(write: Callable[[TextIO], object]) -> None:

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from batchgen.core.export import cell_text
 from batchgen.core.jobs import JobRow, JobStatus, canonical_json
+from batchgen.core.money import LedgerRow, Money
 from batchgen.core.report_assets import CSS, JS
 from batchgen.errors import BatchgenError
 
@@ -282,6 +283,27 @@ def _table(rows: Sequence[JobRow], layout: Layout, cells: dict[tuple[str, ...], 
     return "".join(out)
 
 
+def _money_box(money: Money, unused: Sequence[LedgerRow], run: str) -> str:
+    """Spent, reserved, budget and left; then, loudly, every generation that is paid for but used by no job."""
+    items = [("spent", _money(money.spent)), ("reserved", _money(money.reserved))]
+    if money.budget is not None:
+        items += [("budget", _money(money.budget)), ("left", _money(money.left))]
+    cells = "".join(f'<div class="stat-{_e(k)}"><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>' for k, v in items)
+    html = f'<div class="summary money"><dl>{cells}</dl></div>'
+    if unused:
+        listed = "".join(
+            f"<li><code>{_e(u.generation_id)}</code> {_e(u.model)} · {_e(u.remote_status)} · "
+            f"{_e(_money(u.cost if u.cost is not None else u.estimated_cost))}</li>"
+            for u in unused
+        )
+        html += (
+            f'<div class="unused" role="alert"><strong>{len(unused)} generation(s) are paid for but used by no '
+            f"job ({_e(_money(money.unused_cost))})</strong>: <code>batchgen unused {_e(run)} --download</code> "
+            f"fetches them.<ul>{listed}</ul></div>"
+        )
+    return html
+
+
 def render_report(
     rows: Iterable[JobRow],
     *,
@@ -289,9 +311,12 @@ def render_report(
     media_href: Callable[[JobRow], str | None],
     rows_axis: str | None = None,
     cols_axis: str | None = None,
+    money: Money | None = None,
+    unused: Sequence[LedgerRow] = (),
 ) -> str:
     """The whole report as one HTML document. `media_href(row)` gives the src of a job's file (relative to the
-    report, see `relative_href`) or None when there is none to show. Every piece of text is escaped."""
+    report, see `relative_href`) or None when there is none to show. `money` and `unused` come from the run's
+    ledger. Every piece of text is escaped."""
     jobs = sorted(rows, key=lambda r: r.repeat)  # stable: keeps matrix order, puts repeats left to right
     layout = choose_layout(jobs, rows_axis, cols_axis)
     axis_keys = [layout.rows_axis, layout.cols_axis]
@@ -302,7 +327,10 @@ def render_report(
         sections.setdefault(section, []).append(job)
         row_key, col_key = (canonical_json(axis_value(job, a)) if a else "" for a in axis_keys)
         cells.setdefault((section, row_key, col_key), []).append(_figure(job, media_href(job)))
-    body = [f"<h1>{_e(title)}</h1>", _summary(jobs, layout) if jobs else "", _fixed_axes(jobs) if jobs else ""]
+    body = [f"<h1>{_e(title)}</h1>", _summary(jobs, layout) if jobs else ""]
+    if money is not None:
+        body.append(_money_box(money, unused, jobs[0].run if jobs else title))
+    body.append(_fixed_axes(jobs) if jobs else "")
     body.append(_filters(jobs))
     if not jobs:
         body.append("<p>No jobs in this run yet.</p>")

@@ -20,6 +20,10 @@ h2 { font-size: 15px; margin: 28px 0 8px; }
 .summary div { display: flex; flex-direction: column; }
 .summary dt { color: var(--muted); font-size: 12px; }
 .summary dd { margin: 0; font-size: 16px; font-variant-numeric: tabular-nums; }
+.summary.money { margin-top: 8px; }
+.unused { margin: 8px 0 0; padding: 10px 16px; border: 2px solid #c0392b; border-radius: 8px; background: #fdecea;
+  color: #5b1a12; font-size: 13px; }
+.unused ul { margin: 6px 0 0; padding-left: 18px; }
 .fixed { color: var(--muted); margin: 8px 2px 0; font-size: 12px; word-break: break-word; }
 .filters { margin: 12px 2px 0; display: flex; flex-wrap: wrap; gap: 4px 16px; font-size: 13px; }
 .filters label { cursor: pointer; user-select: none; }

@@ -4,8 +4,6 @@ paid-but-unused). Rows are added and updated, never deleted."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from batchgen.core.jobs import canonical_json
 from batchgen.core.lifecycle import RESERVING, IllegalTransition
+from batchgen.core.money import LedgerRow, Money
 from batchgen.core.remote import RemoteGeneration
 from batchgen.engine.records import JobState
 from batchgen.engine.sqlite import as_utc, utcnow
@@ -22,36 +21,6 @@ from batchgen.engine.tables import GenerationTable, JobTable, RunTable
 RUNS = RunTable.__table__  # type: ignore[attr-defined]
 JOBS = JobTable.__table__  # type: ignore[attr-defined]
 GENERATIONS = GenerationTable.__table__  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True, slots=True)
-class Money:
-    """Where a run's money stands. spent: what the API charged (or will, for finished generations whose cost is
-    not read yet); reserved: estimates of what is in flight or may have been sent."""
-
-    spent: float
-    reserved: float
-    budget: float | None
-    unused: int = 0  # paid (or running) generations no job uses
-    unused_cost: float = 0.0
-
-    @property
-    def left(self) -> float | None:
-        return None if self.budget is None else max(0.0, self.budget - self.spent - self.reserved)
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerRow:
-    generation_id: str
-    job_id: int | None
-    model: str
-    params: Mapping[str, Any]
-    how: str
-    remote_status: str
-    estimated_cost: float | None
-    cost: float | None
-    result_url: str | None
-    seen_at: datetime
 
 
 def insert_generation(

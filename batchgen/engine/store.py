@@ -25,9 +25,10 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import create_engine
 
 from batchgen.core.jobs import JobRow, JobStatus
+from batchgen.core.money import LedgerRow, Money
 from batchgen.core.remote import REMOTE_TERMINAL
 from batchgen.engine.holders import identity, lease_is_over, lease_lost, refuse_if_held
-from batchgen.engine.ledger import GENERATIONS, JOBS, RUNS, LedgerRow, Money, ledger_row, money_of, unused_query
+from batchgen.engine.ledger import GENERATIONS, JOBS, RUNS, ledger_row, money_of, unused_query
 from batchgen.engine.migrations import apply_migrations
 from batchgen.engine.records import JobState, Lease, NewJob, RunInfo
 from batchgen.engine.sqlite import as_utc, on_begin, on_connect, pragma, state_error, utcnow
