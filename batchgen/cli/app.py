@@ -11,7 +11,9 @@ Exit codes (the README's table is this one):
     70   internal error: a bug in batchgen (EX_SOFTWARE); one line on stderr, the traceback with -v
     130  interrupted (Ctrl-C / SIGTERM); `batchgen resume` continues
 
-Data goes to stdout (`stdout`), everything said to the user to stderr (`stderr`).
+Data goes to stdout (`stdout`), everything said to the user to stderr (`stderr`). Neither console reads rich markup
+or emoji codes in what it prints, since that text holds names, prompts and paths a user or the API chose (a run
+named `[/x]` once crashed `status`); colour is given explicitly, with `styled`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from batchgen import errors
 
@@ -45,8 +48,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
-stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+stdout = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 _verbose = False
 
 
@@ -56,6 +59,11 @@ def _root(
 ) -> None:
     global _verbose
     _verbose = verbose
+
+
+def styled(lead: str, style: str, rest: str = "") -> Text:
+    """`lead` in `style` (e.g. "red"), then `rest` as plain text: nothing in either is read as markup."""
+    return Text.assemble((lead, style), rest)
 
 
 def exit_code_for(error: errors.BatchgenError) -> int:
@@ -90,10 +98,10 @@ def _die(error: errors.BatchgenError) -> NoReturn:
     """Print a user-facing error (every problem of a manifest, one per line) and exit with its code."""
     if isinstance(error, errors.ManifestError):
         for problem in error.problems:
-            stderr.print(f"[red]error:[/red] {problem}", markup=True, highlight=False)
+            stderr.print(styled("error:", "red", f" {problem}"))
         stderr.print(f"{len(error.problems)} problem(s); nothing was enqueued.")
     else:
-        stderr.print(f"[red]error:[/red] {error}")
+        stderr.print(styled("error:", "red", f" {error}"))
     raise SystemExit(exit_code_for(error))
 
 
@@ -113,6 +121,6 @@ def _internal_error() -> NoReturn:
     """A bug: one line and exit 70, or (with -v) the traceback. Called only while an exception is handled."""
     if _verbose:
         raise
-    stderr.print("[red]internal error[/red] (a bug in batchgen; run with -v for the traceback):")
-    stderr.print(traceback.format_exc().strip().splitlines()[-1], markup=False)
+    stderr.print(styled("internal error", "red", " (a bug in batchgen; run with -v for the traceback):"))
+    stderr.print(traceback.format_exc().strip().splitlines()[-1])
     raise SystemExit(ExitCode.INTERNAL) from None

@@ -15,7 +15,7 @@ import anyio
 import typer
 from rich.table import Table
 
-from batchgen.cli.app import ExitCode, app, stderr, stdout
+from batchgen.cli.app import ExitCode, app, stderr, stdout, styled
 from batchgen.cli.options import BaseUrlOption, DbOption, RunArgument, existing_store, settings
 from batchgen.core.export import write_csv, write_jsonl
 from batchgen.core.jobs import JobRow, JobStatus
@@ -74,9 +74,13 @@ def status(
     table.add_row("files", info.out_dir)
     stdout.print(table)
     if unused:
+        lead = f"{len(unused)} generation(s) of this run are paid for (or running) but no job uses them"
         stderr.print(
-            f"[yellow]{len(unused)} generation(s) of this run are paid for (or running) but no job uses them "
-            f"(${money.unused_cost:.2f})[/yellow]: `batchgen unused {info.name} --download` fetches them"
+            styled(
+                f"{lead} (${money.unused_cost:.2f})",
+                "yellow",
+                f": `batchgen unused {info.name} --download` fetches them",
+            )
         )
 
 
@@ -105,7 +109,7 @@ def cancel(run_name: RunArgument = None, db: DbOption = None, base_url: BaseUrlO
     if done.kept:
         stderr.print(f"{done.kept} generation(s) had already succeeded (paid for): their jobs succeeded, files kept")
     for line in done.left:
-        stderr.print(f"[yellow]left in flight:[/yellow] {line}")
+        stderr.print(styled("left in flight:", "yellow", f" {line}"))
     if done.left:
         stderr.print("run `batchgen cancel` again to retry, or `batchgen resume` to let them finish")
         raise SystemExit(ExitCode.FAILED_JOBS)
@@ -174,10 +178,8 @@ def export_command(
     budget = f" of a ${money.budget:.2f} budget" if money.budget is not None else ""
     stderr.print(f"spent ${money.spent:.2f}, reserved ${money.reserved:.2f}{budget}")
     if unused:
-        stderr.print(
-            f"[yellow]{len(unused)} generation(s) are paid for but used by no job (${money.unused_cost:.2f})[/yellow]: "
-            f"`batchgen unused {name} --download` fetches them"
-        )
+        lead = f"{len(unused)} generation(s) are paid for but used by no job (${money.unused_cost:.2f})"
+        stderr.print(styled(lead, "yellow", f": `batchgen unused {name} --download` fetches them"))
 
 
 @app.command("report")

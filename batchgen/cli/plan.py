@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from batchgen import errors
-from batchgen.cli.app import app, stderr, stdout
+from batchgen.cli.app import app, stderr, stdout, styled
 from batchgen.cli.options import BaseUrlOption, DbOption, settings
 from batchgen.core.plan import Plan
 from batchgen.engine.planning import make_plan
@@ -60,7 +60,7 @@ def plan_command(
             _print_json({"valid": False, "problems": problems, "jobs": []})
         raise
     for warning in plan.warnings:
-        stderr.print(f"[yellow]warning:[/yellow] {warning}", markup=True, highlight=False)
+        stderr.print(styled("warning:", "yellow", f" {warning}"))
     if as_json:
         _print_json(plan.to_json())
     else:
@@ -76,9 +76,11 @@ def _print_json(data: Any) -> None:
 def _print_plan(plan: Plan, shown: int) -> None:
     settings = plan.manifest.settings
     stdout.print(
-        f"[bold]{plan.manifest.name}[/bold]: {len(plan.jobs)} job(s), concurrency {settings.concurrency}, "
-        f"output {settings.out_dir}",
-        markup=True,
+        styled(
+            plan.manifest.name,
+            "bold",
+            f": {len(plan.jobs)} job(s), concurrency {settings.concurrency}, output {settings.out_dir}",
+        )
     )
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("key", no_wrap=True)

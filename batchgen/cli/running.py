@@ -10,11 +10,11 @@ from typing import Annotated, Any, NoReturn
 
 import anyio
 import typer
-from rich.markup import escape
+from rich.text import Text
 
 from batchgen import errors
 from batchgen.api import RunSummary, resume_async, run_async
-from batchgen.cli.app import ExitCode, app, stderr, stdout
+from batchgen.cli.app import ExitCode, app, stderr, stdout, styled
 from batchgen.cli.options import BaseUrlOption, DbOption, RunArgument, SubmitRateOption, existing_store
 from batchgen.core.jobs import JobStatus
 from batchgen.core.progress import Progress
@@ -93,18 +93,18 @@ class _ProgressView:
         self.latest = progress
         if self.tty:
             if self.status is None:
-                self.status = stderr.status(escape(progress.line()))
+                self.status = stderr.status(Text(progress.line()))
                 self.status.start()
-            self.status.update(escape(progress.line()))
+            self.status.update(Text(progress.line()))
         elif time.monotonic() - self.last_plain >= 10.0:
             self.last_plain = time.monotonic()
-            stderr.print(progress.line(), markup=False)
+            stderr.print(progress.line())
 
     def close(self) -> None:
         if self.status is not None:
             self.status.stop()
         if self.latest is not None:
-            stderr.print(self.latest.line(), markup=False)
+            stderr.print(self.latest.line())
 
 
 def _run_with_signals(work: Callable[[Callable[[Progress], None]], Awaitable[RunSummary]]) -> RunSummary | None:
@@ -152,12 +152,16 @@ def _finish(summary: RunSummary | None, db: Path | None, run_name: str | None) -
     if summary.retired_jobs:
         stderr.print(f"{summary.retired_jobs} pending job(s) no longer in the manifest were cancelled")
     if summary.stopped_reason:
-        stderr.print(f"[yellow]stopped submitting:[/yellow] {summary.stopped_reason}")
+        stderr.print(styled("stopped submitting:", "yellow", f" {summary.stopped_reason}"))
     unknown = summary.counts.get(JobStatus.UNKNOWN, 0)
     if unknown:
+        lead = f"{unknown} job(s) have an enqueue whose outcome could not be checked"
         stderr.print(
-            f"[yellow]{unknown} job(s) have an enqueue whose outcome could not be checked[/yellow]; "
-            "look for them in your Oxen queue, then `batchgen resume --resubmit-unknown` to send them again"
+            styled(
+                lead,
+                "yellow",
+                "; look for them in your Oxen queue, then `batchgen resume --resubmit-unknown` to send them again",
+            )
         )
     if summary.exit_code == ExitCode.FAILED_JOBS:
         stderr.print(
