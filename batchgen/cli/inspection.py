@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import sys
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TextIO
@@ -15,7 +11,7 @@ import anyio
 import typer
 from rich.table import Table
 
-from batchgen.cli.app import ExitCode, app, stderr, stdout, styled
+from batchgen.cli.app import ExitCode, app, stderr, stdout, styled, write_stdout
 from batchgen.cli.options import BaseUrlOption, DbOption, RunArgument, existing_store, settings
 from batchgen.core.export import write_csv, write_jsonl
 from batchgen.core.jobs import JobRow, JobStatus
@@ -171,7 +167,7 @@ def export_command(
         writer(rows, out)
 
     if to_stdout:
-        _write_stdout(write)
+        write_stdout(write)
     else:
         write_atomically(Path(str(output)), write)
         stderr.print(f"exported {len(rows)} job(s) of run {name} to {output}")
@@ -212,18 +208,6 @@ def report_command(
     )  # fmt: skip
     write_atomically(target, lambda out: out.write(html))
     stderr.print(f"wrote {target} ({len(rows)} job(s) of run {name})")
-
-
-def _write_stdout(write: Callable[[TextIO], object]) -> None:
-    """Write UTF-8 to stdout whatever the locale; a closed pipe (`| head`) is not an error."""
-    out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=True)
-    try:
-        write(out)
-        out.flush()
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush stays quiet
-    finally:
-        out.detach()
 
 
 def _output_file(output_path: str, out_dir: str) -> Path | None:

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from batchgen import errors
-from batchgen.cli.app import app, stderr, stdout, styled
+from batchgen.cli.app import app, stderr, stdout, styled, write_stdout
 from batchgen.cli.options import BaseUrlOption, DbOption, settings
 from batchgen.core.plan import Plan
 from batchgen.engine.planning import make_plan
@@ -70,7 +70,8 @@ def plan_command(
 
 def _print_json(data: Any) -> None:
     """Indented JSON on stdout, non-ASCII kept, dates as strings."""
-    stdout.print_json(data=data, ensure_ascii=False, default=str, highlight=False)
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    write_stdout(lambda out: out.write(text + "\n"))
 
 
 def _print_plan(plan: Plan, shown: int) -> None:
