@@ -175,3 +175,21 @@ def test_every_exit_code_is_documented_in_the_readme_and_in_app_py() -> None:
     docstring = ast.get_docstring(tree_of(PACKAGE / "cli" / "app.py")) or ""
     in_app_py = {int(code) for code in re.findall(r"^ {4}(\d+) ", docstring, flags=re.MULTILINE)}
     assert in_readme == in_app_py == {int(code) for code in ExitCode}
+
+
+PATH_METHODS = {"open", "read_text", "read_bytes", "write_text", "write_bytes", "mkdir", "unlink", "exists", "iterdir"}
+
+
+def test_core_reads_and_writes_no_files() -> None:
+    """Files are read at the edge and passed in (engine/manifests.py reads a manifest and its rows files)."""
+    offenders: dict[str, list[str]] = {}
+    for path in (PACKAGE / "core").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            # open(...) itself, or a pathlib method (a `read_text` passed in by the edge is a plain name: allowed)
+            if (isinstance(node.func, ast.Name) and node.func.id == "open") or (
+                isinstance(node.func, ast.Attribute) and node.func.attr in PATH_METHODS
+            ):
+                offenders.setdefault(path.name, []).append(f"line {node.lineno}")
+    assert offenders == {}
