@@ -9,8 +9,10 @@ import time
 import httpx
 
 from batchgen.emulator import EmulatorConfig, Faults, RunningEmulator, running_emulator
+from tests.kit import wait_for
+from tests.kit_faults import fired
 
-from .conftest import FLUX, SORA, StreamTap, authed, wait_terminal, wait_until
+from .clients import FLUX, SORA, StreamTap, authed, wait_terminal
 
 
 def _config(**faults: object) -> EmulatorConfig:
@@ -26,7 +28,7 @@ def test_documented_wire_format_compact_json_and_headers() -> None:
     with running_emulator(_config()) as emu, authed(emu) as c, StreamTap(emu) as tap:
         ok = _enqueue(c, SORA)
         bad = _enqueue(c, {**SORA, "seconds": "5"})
-        wait_until(lambda: len(tap.completed()) == 2)
+        wait_for(lambda: len(tap.completed()) == 2)
         assert tap.status == 200
         assert tap.headers["content-type"].startswith("text/event-stream")
         assert tap.headers["cache-control"] == "no-cache"
@@ -47,7 +49,7 @@ def test_documented_wire_format_compact_json_and_headers() -> None:
 
 def test_keep_alive_comments_while_idle() -> None:
     with running_emulator(_config()) as emu, StreamTap(emu) as tap:
-        wait_until(lambda: tap.lines.count(": keep-alive") >= 2)
+        wait_for(lambda: tap.lines.count(": keep-alive") >= 2)
         assert tap.frames() == []
 
 
@@ -61,7 +63,7 @@ def test_user_scoped_and_no_replay_and_no_event_for_cancel() -> None:
             gid = _enqueue(alice, FLUX)
             cancelled = _enqueue(alice, {**SORA, "prompt": "__slow__"})
             alice.delete(f"/api/ai/queue/{cancelled}")
-            wait_until(lambda: alice_tap.completed())
+            wait_for(lambda: alice_tap.completed())
             time.sleep(0.3)
             assert [e["generation_id"] for e in alice_tap.completed()] == [gid]
             assert bob_tap.completed() == []
@@ -90,7 +92,7 @@ def test_shutdown_ends_open_streams_quickly() -> None:
             ended.set()
 
         threading.Thread(target=listen, daemon=True).start()
-        wait_until(lambda: emu.ledger.stream_connections == 1)
+        wait_for(lambda: emu.ledger.stream_connections == 1)
         started = time.monotonic()
     assert time.monotonic() - started < 3.0
     assert ended.wait(3.0)
@@ -100,17 +102,19 @@ def test_drop_rate_one_sends_nothing_and_ledger_says_so() -> None:
     with running_emulator(_config(sse_drop_rate=1.0)) as emu, authed(emu) as c, StreamTap(emu) as tap:
         gid = _enqueue(c, FLUX)
         wait_terminal(c, gid)
-        wait_until(lambda: gid in emu.ledger.dropped_events)
+        wait_for(lambda: gid in emu.ledger.dropped_events)
         time.sleep(0.1)
         assert tap.completed() == []
+        assert fired(emu, "sse_drop_rate") == 1
 
 
 def test_duplicate_rate_one_sends_each_event_twice() -> None:
     with running_emulator(_config(sse_duplicate_rate=1.0)) as emu, authed(emu) as c, StreamTap(emu) as tap:
         gid = _enqueue(c, FLUX)
-        wait_until(lambda: len(tap.completed()) == 2)
+        wait_for(lambda: len(tap.completed()) == 2)
         first, second = tap.completed()
         assert first == second and first["generation_id"] == gid
+        assert fired(emu, "sse_duplicate_rate") == 1
 
 
 def test_late_events_arrive_after_the_rest_row_is_terminal() -> None:
@@ -118,9 +122,10 @@ def test_late_events_arrive_after_the_rest_row_is_terminal() -> None:
         gid = _enqueue(c, FLUX)
         wait_terminal(c, gid)
         assert tap.completed() == []  # REST already says done, the stream not yet
-        wait_until(lambda: tap.completed())
+        wait_for(lambda: tap.completed())
         sent = next(e for e in emu.ledger.events if e.generation_id == gid)
         assert sent.time - emu.ledger.terminal_times[gid] >= 0.4
+        assert fired(emu, "sse_late_s") == 1
 
 
 def test_early_event_is_broadcast_before_the_enqueue_reply() -> None:
@@ -132,6 +137,7 @@ def test_early_event_is_broadcast_before_the_enqueue_reply() -> None:
         assert len(events) == 2 and all(e.time < replied_at for e in events)
         assert {e["generation_id"] for e in tap.completed()} == set(ids)  # already read by the client
         assert c.get(f"/api/ai/queue/{ids[0]}").json()["status"] == "succeeded"
+        assert fired(emu, "sse_early_rate") == 1  # one enqueue, both of its generations
 
 
 def test_disconnect_after_events() -> None:
@@ -142,31 +148,39 @@ def test_disconnect_after_events() -> None:
         assert len(tap.completed()) == 2
         time.sleep(0.3)
         assert all(e.stream == 1 for e in emu.ledger.events)
+        assert fired(emu, "sse_disconnect_after_events") == 1
 
 
 def test_disconnect_after_seconds() -> None:
-    with running_emulator(_config(sse_disconnect_after_s=0.3)) as emu, StreamTap(emu) as tap:
-        started = time.monotonic()
-        assert tap.ended.wait(3.0)
-        assert 0.25 <= time.monotonic() - started < 2.0
+    with running_emulator(_config(sse_disconnect_after_s=0.3)) as emu:
+        started = time.monotonic()  # before the stream opens, so the span below is never shorter than its life
+        with StreamTap(emu) as tap:
+            assert tap.ended.wait(10.0), "the stream was not closed"  # keep-alives alone would keep it open
+            assert time.monotonic() - started >= 0.3
+            assert tap.error is None
+        with StreamTap(emu) as again:  # a client reconnects, as the runner does: the ledger's only trace of the cut
+            assert again.ended.wait(10.0)
+        assert fired(emu, "sse_disconnect_after_s") == 1
 
 
 def test_foreign_generation_is_real_but_not_the_clients() -> None:
     with running_emulator(_config(sse_foreign_rate=1.0)) as emu, authed(emu) as c, StreamTap(emu) as tap:
         gid = _enqueue(c, FLUX)
-        wait_until(lambda: len(tap.completed()) == 2)
+        wait_for(lambda: len(tap.completed()) == 2)
         foreign = [e["generation_id"] for e in tap.completed() if e["generation_id"] != gid]
         assert len(foreign) == 1
         assert c.get(f"/api/ai/queue/{foreign[0]}").json()["status"] == "succeeded"
         assert emu.ledger.created_ids == [gid]
+        assert fired(emu, "sse_foreign_rate") == 1
 
 
 def test_noise_events_are_deployment_status_changed() -> None:
     with running_emulator(_config(sse_noise_rate=1.0)) as emu, authed(emu) as c, StreamTap(emu) as tap:
         _enqueue(c, FLUX)
-        wait_until(lambda: tap.completed())
+        wait_for(lambda: tap.completed())
         assert ("deployment_status_changed", "{}") in tap.frames()
         assert "event: deployment_status_changed" in tap.lines
+        assert fired(emu, "sse_noise_rate") == 1
 
 
 def test_garbage_lines_of_every_kind_then_the_real_event() -> None:
@@ -176,13 +190,14 @@ def test_garbage_lines_of_every_kind_then_the_real_event() -> None:
             for g in c.post("/api/ai/queue", json={**FLUX, "prompt": "g", "num_generations": 4}).json()["generations"]
         ]
         ids += [_enqueue(c, {**FLUX, "prompt": f"g{i}"}) for i in range(4)]
-        wait_until(lambda: {e["generation_id"] for e in tap.completed()} == set(ids))
+        wait_for(lambda: {e["generation_id"] for e in tap.completed()} == set(ids))
         garbage = [e.data for e in emu.ledger.events if e.event == "garbage"]
         assert len(garbage) == len(ids)
         kinds = {("truncated" if '","sta' in g else "oversized" if len(g) > 100_000 else "junk") for g in garbage}
         assert kinds == {"truncated", "oversized", "junk"}
         bad = [d for ev, d in tap.frames() if ev == "media_generation_completed" and not d.endswith("}")]
         assert bad and all(not _is_json(d) for d in bad)
+        assert fired(emu, "sse_garbage_rate") == len(ids)
 
 
 def _is_json(text: str) -> bool:

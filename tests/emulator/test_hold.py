@@ -8,13 +8,14 @@ import httpx
 import pytest
 
 from batchgen.emulator import EmulatorConfig, RunningEmulator, running_emulator
+from tests.kit import wait_for
 
-from .conftest import FLUX, SORA, authed, wait_terminal, wait_until
+from .clients import FLUX, SORA, authed, wait_terminal
 
 
 def _held(n: int, emu: RunningEmulator) -> list[str]:
     """Wait until exactly `n` generations are held; their ids."""
-    ids: list[str] = wait_until(lambda: emu.held if len(emu.held) == n else None)
+    ids: list[str] = wait_for(lambda: emu.held if len(emu.held) == n else None)
     return ids
 
 

@@ -8,7 +8,7 @@ import httpx
 
 from batchgen.emulator import EmulatorConfig, RunningEmulator, running_emulator
 
-from .conftest import FLUX, SORA, authed
+from .clients import FLUX, SORA, authed
 
 REQUIRED_MODELS = (
     "openai-sora-2-pro",

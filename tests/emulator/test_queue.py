@@ -7,8 +7,10 @@ import json
 import httpx
 
 from batchgen.emulator import Account, EmulatorConfig, Faults, RunningEmulator, running_emulator
+from tests.kit import wait_for
+from tests.kit_faults import fired
 
-from .conftest import FLUX, SORA, authed, wait_terminal, wait_until
+from .clients import FLUX, SORA, authed, wait_terminal
 
 
 def test_enqueue_reply_is_exactly_generations_queued(client: httpx.Client) -> None:
@@ -242,6 +244,6 @@ def test_legacy_mode_404s_once_terminal_and_says_model() -> None:
         gid = _enqueue(c, SORA)
         row = c.get(f"/api/ai/queue/{gid}").json()
         assert "model" in row and "model_name" not in row
-        gone = wait_until(lambda: c.get(f"/api/ai/queue/{gid}").status_code == 404)
-        assert gone
+        wait_for(lambda: c.get(f"/api/ai/queue/{gid}").status_code == 404, what="the finished row to 404")
+        wait_for(lambda: fired(emu, "legacy_mode") >= 1, what="the 404 in the request log")
         assert c.get(f"/api/ai/generations/{gid}").json()["generation"]["status"] == "succeeded"

@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from batchgen.emulator import Account, EmulatorConfig, Faults, RunningEmulator, running_emulator
+from tests.kit import wait_for
 
-from .conftest import FLUX, authed, wait_terminal, wait_until
+from .clients import FLUX, authed, wait_terminal
 
 SLACK_S = 60.0  # generous: these tests check a shift of hours, not the speed of the machine
 
@@ -94,7 +95,7 @@ def test_finished_rows_missing_from_the_list_are_still_in_the_history() -> None:
         ok = _ids(c.post("/api/ai/queue", json=FLUX))[0]
         bad = _ids(c.post("/api/ai/queue", json={**FLUX, "prompt": "__fail__"}))[0]
         gone = _ids(c.post("/api/ai/queue", json={**FLUX, "prompt": "cancel me"}))[0]
-        wait_until(lambda: len(emu.held) == 3)
+        wait_for(lambda: len(emu.held) == 3)
         # active rows are listed as usual
         assert sorted(_ids(c.get("/api/ai/queue"))) == sorted([ok, bad, gone])
         assert sorted(_ids(c.get("/api/ai/queue", params={"status": "processing"}))) == sorted([ok, bad, gone])
@@ -120,7 +121,7 @@ def test_legacy_mode_leaves_finished_rows_out_of_the_list_too() -> None:
         config = EmulatorConfig(seed=5, duration_s=0, faults=Faults(legacy_mode=legacy))
         with running_emulator(config) as emu, authed(emu) as c:
             gid = _ids(c.post("/api/ai/queue", json=FLUX))[0]
-            wait_until(lambda: _succeeded(emu, [gid]))  # noqa: B023
+            wait_for(lambda: _succeeded(emu, [gid]))  # noqa: B023
             assert c.get("/api/ai/queue", params={"status": "succeeded"}).json()["count"] == listed
             assert _ids(c.get("/api/ai/generations")) == [gid]
             assert len(emu.ledger.fired("finished_missing_from_list")) == 1 - listed
@@ -137,11 +138,11 @@ def test_a_lost_reply_still_creates_every_row_in_legacy_mode_too(legacy: bool) -
         assert emu.ledger.requests[-1].status == 0
         ids = record.generation_ids
         # while they run, the client finds them the E12 way: by listing the model's active rows
-        wait_until(lambda: len(emu.held) == 4)
+        wait_for(lambda: len(emu.held) == 4)
         assert sorted(_ids(c.get("/api/ai/queue", params={"model": FLUX["model"]}))) == sorted(ids)
         assert ("model" in c.get(f"/api/ai/queue/{ids[0]}").json()) is legacy
         emu.release()
-        wait_until(lambda: _succeeded(emu, ids))
+        wait_for(lambda: _succeeded(emu, ids))
         # once done: legacy rows 404 and leave the list; the history has them either way
         assert [c.get(f"/api/ai/queue/{g}").status_code for g in ids] == [404 if legacy else 200] * 4
         assert len(_ids(c.get("/api/ai/queue", params={"status": "succeeded"}))) == (0 if legacy else 4)
@@ -153,7 +154,7 @@ def test_org_namespace_rows_are_listed_under_the_org_only_and_are_in_the_users_h
     with running_emulator(EmulatorConfig(keys=keys, seed=7, duration_s=0, hold=True)) as emu, authed(emu) as c:
         own = _ids(c.post("/api/ai/queue", json=FLUX))[0]
         org = _ids(c.post("/api/ai/queue", json={**FLUX, "prompt": "for the org", "target_namespace": "some-org"}))[0]
-        wait_until(lambda: len(emu.held) == 2)
+        wait_for(lambda: len(emu.held) == 2)
         assert _ids(c.get("/api/ai/queue")) == [own]
         assert _ids(c.get("/api/ai/queue", params={"namespace": "some-org"})) == [org]
         assert _ids(c.get("/api/ai/queue", params={"namespace": "ann"})) == [own]

@@ -18,27 +18,10 @@ from batchgen.core.jobs import JobStatus
 from batchgen.emulator import Account, EmulatorConfig, Faults, RunningEmulator, running_emulator
 from batchgen.engine.cancel import cancel_run
 from batchgen.engine.store import Store
-from tests.engine.conftest import assert_exactly_once, interrupt_when, run_against, wait_for
+from tests.kit import assert_exactly_once, interrupt_when, job_rows, run_against, wait_for_async, write_manifest
+from tests.kit_faults import assert_fired
 
 SORA_4S = Decimal("1.2")  # the emulator's placeholder price of a 4 s sora-2-pro clip at standard resolution
-
-
-def manifest(directory: Path, prompts: list[str], *, repeat: int = 1, extra: str = "", name: str = "batch") -> Path:
-    path = directory / f"{name}.yaml"
-    quoted = ", ".join(f'"{p}"' for p in prompts)
-    path.write_text(
-        f"""name: {name}
-model: openai-sora-2-pro
-params:
-  seconds: "4"
-matrix:
-  prompt: [{quoted}]
-repeat: {repeat}
-concurrency: 4
-{extra}""",
-        encoding="utf-8",
-    )
-    return path
 
 
 def charged(emu: RunningEmulator) -> Decimal:
@@ -51,14 +34,6 @@ def lost_replies(emu: RunningEmulator) -> list[str]:
     return [gid for record in emu.ledger.enqueues if not record.replied for gid in record.generation_ids]
 
 
-def job_rows(db: Path) -> list:  # type: ignore[type-arg]
-    store = Store.open(db, create=False)
-    try:
-        return store.job_rows(store.get_run(None).id)
-    finally:
-        store.close()
-
-
 # ---- finding 3: two lost num_generations=4 replies must not adopt the same generations ------------------------
 
 
@@ -67,7 +42,10 @@ async def test_two_lost_batched_replies_of_identical_requests_never_share_a_gene
     with running_emulator(EmulatorConfig(seed=5, duration_s=0.05, faults=faults)) as emu:
         # 8 samples of one request: two enqueues of num_generations=4, both replies lost, reconciled side by side
         summary = await run_against(
-            emu, manifest(tmp_path, ["an ox"], repeat=8), tmp_path, options={"concurrency": 8, "reconcile_grace": 0.2}
+            emu,
+            write_manifest(tmp_path, ["an ox"], repeat=8),
+            tmp_path,
+            options={"concurrency": 8, "reconcile_grace": 0.2},
         )
         assert len(lost_replies(emu)) == 8, "both batched replies were lost"
         assert [len(r.generation_ids) for r in emu.ledger.enqueues] == [4, 4]
@@ -85,7 +63,7 @@ async def test_a_lost_reply_of_an_organisation_job_is_found_in_its_namespace(tmp
     faults = Faults(lost_reply_rate=1.0)
     with running_emulator(EmulatorConfig(seed=6, duration_s=0.05, keys=keys, faults=faults)) as emu:
         extra = "jobs:\n  - prompt: an org clip\n    target_namespace: acme\n"
-        summary = await run_against(emu, manifest(tmp_path, ["a user clip"], extra=extra), tmp_path)
+        summary = await run_against(emu, write_manifest(tmp_path, ["a user clip"], extra=extra), tmp_path)
         assert len(lost_replies(emu)) == 2
         assert any("namespace=acme" in query for query in emu.ledger.list_calls), "the org's queue was read"
         assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
@@ -98,11 +76,12 @@ async def test_a_lost_reply_of_an_organisation_job_is_found_in_its_namespace(tmp
 async def test_retry_failed_never_adopts_the_jobs_own_old_generation(tmp_path: Path) -> None:
     faults = Faults(lost_reply_rate=1.0, fail_rate=0.5)
     db = tmp_path / "state" / "batchgen.db"
-    path = manifest(tmp_path, [f"clip {i}" for i in range(8)])
+    path = write_manifest(tmp_path, [f"clip {i}" for i in range(8)])
     with running_emulator(EmulatorConfig(seed=7, duration_s=0.05, faults=faults)) as emu:
         await run_against(emu, path, tmp_path)
         first = {r.job_key: r.generation_id for r in job_rows(db) if r.status is JobStatus.FAILED}
         assert first, "the seed should fail some generations"
+        assert_fired(emu, "fail_rate", "lost_reply_rate")
         enqueues_before = len(emu.ledger.enqueues)
         await run_against(emu, path, tmp_path, retry_failed=True)
         retried = {r.job_key: r.generation_id for r in job_rows(db) if r.job_key in first}
@@ -120,27 +99,29 @@ async def test_retry_failed_never_adopts_the_jobs_own_old_generation(tmp_path: P
 async def test_a_timed_out_generation_that_succeeded_meanwhile_is_kept_not_failed(tmp_path: Path) -> None:
     # the completion events never arrive and the safety net is far away: the job looks unfinished past its timeout,
     # while the API has finished (and charged) it. DELETE on a finished row answers 200 and does nothing.
+    # The runner checks timeouts on the safety net's cadence (silent_after / 2): its first round, 3 s in, finds both
+    # jobs past their 0.5 s timeout and not yet silent for 6 s, so it cancels them instead of polling them.
     faults = Faults(sse_drop_rate=1.0)
     with running_emulator(EmulatorConfig(seed=8, duration_s=0.05, faults=faults)) as emu:
         summary = await run_against(
             emu,
-            manifest(tmp_path, ["slow ox 1", "slow ox 2"]),
+            write_manifest(tmp_path, ["slow ox 1", "slow ox 2"]),
             tmp_path,
-            options={"silent_after": 60.0, "job_timeout": 0.5},
+            options={"silent_after": 6.0, "job_timeout": 0.5},
         )
         assert len(emu.ledger.dropped_events) == 2, "the completion events were dropped"
-        assert any(r.method == "DELETE" for r in emu.ledger.requests), "the timeout cancelled"
+        assert sum(1 for r in emu.ledger.requests if r.method == "DELETE") == 2, "the timeout cancelled both"
         rows = assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
     assert summary.exit_code == 0 and all(r.status is JobStatus.SUCCEEDED for r in rows)
 
 
 async def test_cancel_keeps_and_downloads_a_generation_that_already_succeeded(tmp_path: Path) -> None:
     db = tmp_path / "state" / "batchgen.db"
-    path = manifest(tmp_path, ["ox 1", "ox 2", "ox 3"])
+    path = write_manifest(tmp_path, ["ox 1", "ox 2", "ox 3"])
     with running_emulator(EmulatorConfig(seed=9, duration_s=0.05, hold=True)) as emu:
         await interrupt_when(lambda: run_against(emu, path, tmp_path), lambda: len(emu.held) == 3)
         emu.release()  # they finish (and are charged) while nobody listens
-        await wait_for(lambda: all(row.status.is_terminal for row in emu.state.all()))
+        await wait_for_async(lambda: all(row.status.is_terminal for row in emu.state.all()))
         store = Store.open(db, create=False)
         try:
             info = store.get_run(None)
@@ -159,10 +140,10 @@ async def test_cancel_keeps_and_downloads_a_generation_that_already_succeeded(tm
 async def test_an_edited_manifest_under_the_same_name_does_not_get_a_fresh_budget(tmp_path: Path) -> None:
     budget = "budget: 5.00\n"  # four 4 s clips at $1.20 fit ($4.80); eight do not
     with running_emulator(EmulatorConfig(seed=10, duration_s=0.05)) as emu:
-        first = await run_against(emu, manifest(tmp_path, ["a", "b", "c", "d"], extra=budget), tmp_path)
+        first = await run_against(emu, write_manifest(tmp_path, ["a", "b", "c", "d"], extra=budget), tmp_path)
         assert first.exit_code == 0 and charged(emu) == 4 * SORA_4S
         # the user swaps in four new prompts under the same run name and budget: the plan alone fits the budget
-        second = await run_against(emu, manifest(tmp_path, ["e", "f", "g", "h"], extra=budget), tmp_path)
+        second = await run_against(emu, write_manifest(tmp_path, ["e", "f", "g", "h"], extra=budget), tmp_path)
         assert charged(emu) <= Decimal("5.00"), f"the run spent ${charged(emu)} against a budget of $5.00"
         assert len(emu.ledger.created_ids) == 4
     assert second.exit_code == 1
@@ -178,8 +159,9 @@ async def test_an_edited_manifest_under_the_same_name_does_not_get_a_fresh_budge
 async def test_a_lost_reply_is_found_whatever_the_clock_skew(tmp_path: Path, offset_s: float) -> None:
     faults = Faults(lost_reply_rate=1.0, clock_offset_s=offset_s)
     with running_emulator(EmulatorConfig(seed=11, duration_s=0.05, faults=faults)) as emu:
-        summary = await run_against(emu, manifest(tmp_path, ["ox 1", "ox 2", "ox 3"]), tmp_path)
+        summary = await run_against(emu, write_manifest(tmp_path, ["ox 1", "ox 2", "ox 3"]), tmp_path)
         assert len(lost_replies(emu)) == 3
+        assert_fired(emu, "clock_offset_s")
         assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
     assert summary.exit_code == 0
 
@@ -193,9 +175,10 @@ async def test_a_lost_reply_of_a_finished_generation_is_found_in_the_history(tmp
     faults = Faults(lost_reply_rate=1.0, **{knob: True})  # type: ignore[arg-type]
     with running_emulator(EmulatorConfig(seed=12, duration_s=0.0, faults=faults)) as emu:
         summary = await run_against(
-            emu, manifest(tmp_path, ["ox 1", "ox 2"]), tmp_path, options={"reconcile_grace": 0.2}
+            emu, write_manifest(tmp_path, ["ox 1", "ox 2"]), tmp_path, options={"reconcile_grace": 0.2}
         )
         assert len(lost_replies(emu)) == 2
+        assert_fired(emu, knob)
         assert any(r.path == "/api/ai/generations" for r in emu.ledger.requests), "the history was read"
         assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
     assert summary.exit_code == 0
@@ -208,7 +191,7 @@ async def test_every_generation_is_in_the_ledger_with_its_job_and_status(tmp_pat
     faults = Faults(lost_reply_rate=0.5)
     db = tmp_path / "state" / "batchgen.db"
     with running_emulator(EmulatorConfig(seed=13, duration_s=0.05, faults=faults)) as emu:
-        await run_against(emu, manifest(tmp_path, [f"ox {i}" for i in range(6)]), tmp_path)
+        await run_against(emu, write_manifest(tmp_path, [f"ox {i}" for i in range(6)]), tmp_path)
         assert lost_replies(emu)
         store = Store.open(db, create=False)
         try:
@@ -268,3 +251,10 @@ def test_status_and_unused_name_a_paid_generation_no_job_uses(tmp_path: Path, mo
     assert [u["generation_id"] for u in data["unused_generations"]] == ["g-old"]
     listed = CliRunner().invoke(app, ["unused"])
     assert listed.exit_code == 0 and "g-old" in listed.stdout and "g-new" not in listed.stdout
+    exported = CliRunner().invoke(app, ["export", "-o", str(tmp_path / "r.csv")])
+    assert exported.exit_code == 0 and "1 generation(s) are paid for but used by no job" in exported.stderr
+    assert "spent $1.25, reserved $1.20 of a $10.00 budget" in exported.stderr
+    reported = CliRunner().invoke(app, ["report", "-o", str(tmp_path / "r.html")])
+    assert reported.exit_code == 0, reported.output
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "g-old" in html and "paid for but used by no job" in html and "batchgen unused r --download" in html

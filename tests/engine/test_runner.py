@@ -8,7 +8,8 @@ import pytest
 
 from batchgen.emulator import EmulatorConfig, Faults, running_emulator
 from batchgen.errors import AuthError
-from tests.engine.conftest import assert_exactly_once, run_against, write_manifest
+from tests.kit import assert_exactly_once, keys_sent_elsewhere, run_against, write_manifest
+from tests.kit_faults import assert_fired
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -18,7 +19,7 @@ def config(faults: Faults | None = None, **kw: object) -> EmulatorConfig:
 
 
 async def test_every_job_succeeds_once_and_files_match(tmp_path: Path) -> None:
-    manifest = write_manifest(tmp_path, n_prompts=8)
+    manifest = write_manifest(tmp_path, 8)
     with running_emulator(config()) as emu:
         summary = await run_against(emu, manifest, tmp_path)
         rows = assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
@@ -29,19 +30,19 @@ async def test_every_job_succeeds_once_and_files_match(tmp_path: Path) -> None:
 
 
 async def test_running_again_redoes_nothing_and_adds_only_new_jobs(tmp_path: Path) -> None:
-    manifest = write_manifest(tmp_path, n_prompts=3)
+    manifest = write_manifest(tmp_path, 3)
     with running_emulator(config()) as emu:
         await run_against(emu, manifest, tmp_path)
         again = await run_against(emu, manifest, tmp_path)
         assert again.new_jobs == 0 and len(emu.ledger.created_ids) == 3
-        write_manifest(tmp_path, n_prompts=4)
+        write_manifest(tmp_path, 4)
         more = await run_against(emu, manifest, tmp_path)
         assert more.new_jobs == 1
         assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
 
 
 async def test_repeats_share_one_enqueue(tmp_path: Path) -> None:
-    manifest = write_manifest(tmp_path, n_prompts=2, repeat=4)
+    manifest = write_manifest(tmp_path, 2, repeat=4)
     with running_emulator(config()) as emu:
         await run_against(emu, manifest, tmp_path)
         assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
@@ -50,7 +51,7 @@ async def test_repeats_share_one_enqueue(tmp_path: Path) -> None:
 
 
 async def test_wrong_key_exits_before_enqueueing_anything(tmp_path: Path) -> None:
-    manifest = write_manifest(tmp_path, n_prompts=2)
+    manifest = write_manifest(tmp_path, 2)
     with running_emulator(config()) as emu:
         with pytest.raises(AuthError, match="OXEN_API_KEY"):
             await run_against(emu, manifest, tmp_path, api_key="wrong-key")
@@ -58,7 +59,7 @@ async def test_wrong_key_exits_before_enqueueing_anything(tmp_path: Path) -> Non
 
 
 async def test_poll_only_mode_finishes_without_the_stream(tmp_path: Path) -> None:
-    manifest = write_manifest(tmp_path, n_prompts=5)
+    manifest = write_manifest(tmp_path, 5)
     with running_emulator(config()) as emu:
         summary = await run_against(emu, manifest, tmp_path, poll_only=True)
         assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
@@ -91,23 +92,33 @@ KNOBS = {
     "results on another host": Faults(result_host="localhost"),
     "everything at once": Faults.chaos(),
 }
+# At chaos rates ten jobs meet only some faults; with seed 7 these always fire (their stable ids do not depend on
+# timing). Every other case proves every knob it turns on.
+FIRED = {
+    "everything at once": (
+        "sse_duplicate_rate", "sse_late_s", "sse_noise_rate", "enqueue_429_rate", "download_429_rate",
+        "lost_reply_rate", "fail_rate", "result_host",
+    ),
+}  # fmt: skip
 
 
-@pytest.mark.parametrize("faults", KNOBS.values(), ids=KNOBS.keys())
-async def test_exactly_once_under_fault(tmp_path: Path, faults: Faults) -> None:
-    manifest = write_manifest(tmp_path, n_prompts=10)
+@pytest.mark.parametrize("case", list(KNOBS))
+async def test_exactly_once_under_fault(tmp_path: Path, case: str) -> None:
+    faults = KNOBS[case]
+    manifest = write_manifest(tmp_path, 10)
     with running_emulator(config(faults)) as emu:
         summary = await run_against(emu, manifest, tmp_path)
+        assert_fired(emu, *FIRED.get(case, ()))
         assert_exactly_once(emu, tmp_path / "state" / "batchgen.db", allow_failed=faults.fail_rate > 0)
-        # the key never travels to a host other than the API's
-        assert not [d for d in emu.ledger.downloads if d.authorized and d.host.split(":")[0] != "127.0.0.1"]
+        assert not keys_sent_elsewhere(emu), "the key travelled to a host other than the API's"
     assert summary.exit_code in (0, 1)
 
 
 async def test_stuck_generations_time_out_are_cancelled_and_the_run_ends(tmp_path: Path) -> None:
-    manifest = write_manifest(tmp_path, n_prompts=6)
+    manifest = write_manifest(tmp_path, 6)
     with running_emulator(config(Faults(stuck_rate=0.5))) as emu:
         summary = await run_against(emu, manifest, tmp_path, options={"job_timeout": 1.0})
+        assert_fired(emu, "stuck_rate")
         rows = assert_exactly_once(emu, tmp_path / "state" / "batchgen.db", allow_failed=True)
         timed_out = [r for r in rows if r.error_class == "timeout"]
         assert timed_out, "the seed should make some generation stuck"

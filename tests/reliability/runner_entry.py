@@ -1,7 +1,9 @@
 """A runner process for the crash tests, with fast timings.
 
-    python tests/reliability/runner_entry.py run  --manifest M --db DB --base-url URL --out DIR
-    python tests/reliability/runner_entry.py resume --db DB --base-url URL
+    python -m tests.reliability.runner_entry run --manifest M --db DB --base-url URL --out DIR
+    python -m tests.reliability.runner_entry resume --db DB --base-url URL
+
+(from the repository's root, which puts `tests` on the path; tests/kit_processes.entry_cmd does that.)
 
 It runs batchgen's Python API as `batchgen run`/`resume` would, but with the timings of the runner tests (the
 CLI's are for a real API: a 60 s safety net), so a test can SIGKILL it at any moment and still finish in seconds.
@@ -12,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: make `tests` importable
 
 from batchgen import api, errors
 from batchgen.cli import exit_code_for
-from tests.engine.conftest import FAST, FAST_RETRY
+from tests.kit import FAST, FAST_RETRY
 
 
 def main(argv: list[str]) -> int:

@@ -6,58 +6,27 @@ machine is: the run cannot finish until the test calls emu.release().
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from batchgen.emulator import EmulatorConfig, running_emulator
-from tests.engine.conftest import assert_exactly_once
-
-from .conftest import (
-    REPO,
-    assert_clean_user_error,
-    batchgen,
-    batchgen_cmd,
-    env_with,
-    image_manifest,
-    job_statuses,
-    run_row,
-    wait_for,
-)
+from tests.kit import IMAGE_MODEL, assert_exactly_once, wait_for, write_manifest
+from tests.kit_processes import assert_clean_user_error, batchgen, batchgen_cmd, job_statuses, run_row, started
 
 pytestmark = pytest.mark.timeout(90)
 UNFINISHED = {"pending", "submitting", "queued", "processing", "downloading"}
 
 
-@contextlib.contextmanager
-def started_batchgen(*args: str | Path, key: str) -> Iterator[subprocess.Popen[str]]:
-    """`batchgen ARGS` as a running process; on exit it is killed if still running, reaped, its pipes closed.
-
-    An unreaped Popen is a ResourceWarning, which (filterwarnings=error) fails whichever test runs next.
-    """
-    process = subprocess.Popen(
-        batchgen_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with(key), cwd=REPO
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=30)
-
-
 def test_ctrl_c_exits_130_says_how_to_resume_and_the_resume_finishes_exactly_once(tmp_path: Path) -> None:
-    manifest = image_manifest(tmp_path, [f"ox {i}" for i in range(16)], concurrency=4)
+    manifest = write_manifest(tmp_path, model=IMAGE_MODEL, prompts=[f"ox {i}" for i in range(16)], concurrency=4)
     db, out = tmp_path / "state" / "batchgen.db", tmp_path / "out"
     # hold: the 4 running generations cannot finish, so the Ctrl-C lands mid-run however slow the machine is
     with running_emulator(EmulatorConfig(seed=3, duration_s=0, hold=True)) as emu:
         args = ("run", manifest, "--db", db, "--base-url", emu.base_url, "--out", out)
-        with started_batchgen(*args, key=emu.api_key) as runner:
+        with started(batchgen_cmd(*args), key=emu.api_key) as runner:
             wait_for(lambda: len(emu.held) >= 4, timeout=60, what="4 running generations", process=runner)
             runner.send_signal(signal.SIGINT)
             stdout, stderr = runner.communicate(timeout=30)
@@ -77,12 +46,12 @@ def test_ctrl_c_exits_130_says_how_to_resume_and_the_resume_finishes_exactly_onc
 
 
 def test_a_second_runner_on_a_live_run_is_refused_and_changes_nothing(tmp_path: Path) -> None:
-    manifest = image_manifest(tmp_path, [f"yak {i}" for i in range(10)], concurrency=2)
+    manifest = write_manifest(tmp_path, model=IMAGE_MODEL, prompts=[f"yak {i}" for i in range(10)], concurrency=2)
     db, out = tmp_path / "state" / "batchgen.db", tmp_path / "out"
     # hold: the first runner's generations stay running until the other two have been refused
     with running_emulator(EmulatorConfig(seed=4, duration_s=0, hold=True)) as emu:
         args = ("run", manifest, "--db", db, "--base-url", emu.base_url, "--out", out)
-        with started_batchgen(*args, key=emu.api_key) as first:
+        with started(batchgen_cmd(*args), key=emu.api_key) as first:
             wait_for(lambda: len(emu.held) >= 1, timeout=60, what="a running generation", process=first)
             before = run_row(db)
             # the same manifest with other settings, and a resume: both must leave the live run alone

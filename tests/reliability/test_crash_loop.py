@@ -14,17 +14,9 @@ import pytest
 
 from batchgen.core.jobs import JobStatus
 from batchgen.emulator import EmulatorConfig, Faults, Status, running_emulator
-from tests.engine.conftest import assert_exactly_once
-
-from .conftest import (
-    downloads_with_key_elsewhere,
-    exported_csv,
-    image_manifest,
-    job_statuses,
-    run_row,
-    start_entry,
-    wait_for,
-)
+from tests.kit import IMAGE_MODEL, assert_exactly_once, keys_sent_elsewhere, wait_for, write_manifest
+from tests.kit_faults import assert_fired
+from tests.kit_processes import entry_cmd, exported_csv, job_statuses, run_row, started
 
 IN_FLIGHT = {
     JobStatus.SUBMITTING.value,
@@ -36,7 +28,8 @@ IN_FLIGHT = {
 
 def crash_loop(tmp_path: Path, *, prompts: int, repeat: int, kills: int, seed: int, most_requests: int) -> None:
     rng = random.Random(seed)
-    manifest = image_manifest(tmp_path, [f"ox number {i}" for i in range(prompts)], repeat=repeat)
+    prompt_texts = [f"ox number {i}" for i in range(prompts)]
+    manifest = write_manifest(tmp_path, prompt_texts, model=IMAGE_MODEL, repeat=repeat, concurrency=8)
     db, out = tmp_path / "state" / "batchgen.db", tmp_path / "out"
     jobs = prompts * repeat
     config = EmulatorConfig(seed=seed, duration_s=0.1, faults=Faults.chaos(seed))
@@ -45,11 +38,10 @@ def crash_loop(tmp_path: Path, *, prompts: int, repeat: int, kills: int, seed: i
         killed_in_flight = 0
         for attempt in range(kills):
             command = ("run", "--manifest", manifest, "--out", out) if attempt == 0 else ("resume",)
-            runner = start_entry(*command, *common, key=emu.api_key)
             # a random moment: after a random number of this runner's requests reached the API, plus a jitter
             seen = len(emu.ledger.requests)
             wanted = rng.randint(3, most_requests)
-            try:
+            with started(entry_cmd(*command, *common), key=emu.api_key) as runner:
                 wait_for(
                     lambda seen=seen, wanted=wanted: len(emu.ledger.requests) - seen >= wanted,
                     timeout=60,
@@ -57,19 +49,16 @@ def crash_loop(tmp_path: Path, *, prompts: int, repeat: int, kills: int, seed: i
                     process=runner,
                 )
                 time.sleep(rng.uniform(0, 0.05))
-            finally:
                 runner.kill()
                 runner.communicate(timeout=10)
             assert runner.returncode == -9, f"runner {attempt} ended on its own before its kill"
             killed_in_flight += bool(IN_FLIGHT & set(job_statuses(db)))
 
-        final = start_entry("resume", *common, key=emu.api_key)
-        try:
-            _, stderr = final.communicate(timeout=60 + jobs / 5)
-        except subprocess.TimeoutExpired:
-            final.kill()
-            _, stderr = final.communicate()
-            raise AssertionError(f"the last resume did not finish: {job_statuses(db)}\n{stderr}") from None
+        with started(entry_cmd("resume", *common), key=emu.api_key) as final:
+            try:
+                _, stderr = final.communicate(timeout=60 + jobs / 5)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"the last resume did not finish: {job_statuses(db)}") from None
         assert final.returncode in (0, 1), stderr
 
         # the kills hit work in flight (else this test proves nothing), and the last runner released the run
@@ -81,7 +70,12 @@ def crash_loop(tmp_path: Path, *, prompts: int, repeat: int, kills: int, seed: i
             if row.status is JobStatus.FAILED:  # only the emulator's own failures (fail_rate), nothing of ours
                 generation = emu.state.get(row.generation_id or "")
                 assert generation is not None and generation.status is Status.FAILED, (row.job_key, row.error)
-        assert not downloads_with_key_elsewhere(emu)
+        assert not keys_sent_elsewhere(emu)
+        # chaos met the runners: these knobs act on every generation or on its first request, whenever the kills land
+        assert_fired(
+            emu, "sse_drop_rate", "sse_late_s", "sse_foreign_rate", "lost_reply_rate", "download_429_rate",
+            "truncated_download_rate", "fail_rate", "result_host",
+        )  # fmt: skip
 
         # the export, as a user reads it, says the same
         served = emu.ledger.served_sha256

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from batchgen.emulator import EmulatorConfig, RunningEmulator, running_emulator
-from tests.engine.conftest import assert_exactly_once
-
-from .conftest import assert_clean_user_error, batchgen, image_manifest, job_statuses, run_row
+from tests.kit import IMAGE_MODEL, assert_exactly_once, write_manifest
+from tests.kit_processes import assert_clean_user_error, batchgen, job_statuses, run_row
 
 pytestmark = pytest.mark.timeout(90)
 JOBS = 12
@@ -48,7 +47,7 @@ def remount(where: Path, options: str) -> None:
 
 def run_with_blocked_output(emu: RunningEmulator, tmp_path: Path, db: Path) -> Path:
     """`batchgen run --out BLOCKER/out` where BLOCKER is a regular file; returns BLOCKER."""
-    manifest = image_manifest(tmp_path, [f"ox {i}" for i in range(JOBS)], concurrency=4)
+    manifest = write_manifest(tmp_path, model=IMAGE_MODEL, prompts=[f"ox {i}" for i in range(JOBS)], concurrency=4)
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where a directory should be\n")
     result = batchgen(
@@ -73,7 +72,7 @@ def test_a_full_disk_mid_download_stops_cleanly_and_resume_fetches_without_regen
     emu: RunningEmulator, tmp_path: Path, tmpfs: Path
 ) -> None:
     db = tmp_path / "state" / "batchgen.db"
-    manifest = image_manifest(tmp_path, [f"yak {i}" for i in range(JOBS)], concurrency=4)
+    manifest = write_manifest(tmp_path, model=IMAGE_MODEL, prompts=[f"yak {i}" for i in range(JOBS)], concurrency=4)
     result = batchgen("run", manifest, "--db", db, "--base-url", emu.base_url, "--out", tmpfs, key=emu.api_key)
     assert_clean_user_error(result, 2, "No space left on device", "batchgen resume")
     statuses = job_statuses(db)

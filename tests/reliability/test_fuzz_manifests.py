@@ -18,9 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchgen.errors import BatchgenError, ManifestError
+from tests.kit_processes import batchgen
 from tests.manifest.fakes import plan_of, seed_cache
-
-from .conftest import batchgen
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 SEEDS = [(MANIFESTS / name).read_text(encoding="utf-8") for name in ("demo.yaml", "ox-ads.yaml", "from-rows.yaml")]

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from batchgen.emulator import EmulatorConfig, running_emulator
-from tests.engine.conftest import assert_exactly_once
-
-from .conftest import image_manifest, run_row, start_entry, wait_for
+from tests.kit import IMAGE_MODEL, assert_exactly_once, wait_for, write_manifest
+from tests.kit_processes import entry_cmd, run_row, started
 
 pytestmark = pytest.mark.timeout(120)
 LEASE = "1.0"
@@ -42,40 +41,28 @@ def _pause_outside_a_transaction(process: subprocess.Popen[str], db: Path) -> No
     raise AssertionError("the runner always held the database's write lock")
 
 
-def _reap(*processes: subprocess.Popen[str]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)
-            process.kill()
-        process.communicate()
-
-
 def test_a_runner_paused_past_its_lease_is_taken_over_and_sends_nothing_when_continued(tmp_path: Path) -> None:
-    manifest = image_manifest(tmp_path, [f"ox {i}" for i in range(6)], concurrency=2)
+    manifest = write_manifest(tmp_path, model=IMAGE_MODEL, prompts=[f"ox {i}" for i in range(6)], concurrency=2)
     db, out = tmp_path / "state" / "batchgen.db", tmp_path / "out"
     with running_emulator(EmulatorConfig(seed=21, duration_s=0.05, hold=True)) as emu:
-        first = start_entry(
+        first_cmd = entry_cmd(
             "run", "--manifest", manifest, "--db", db, "--base-url", emu.base_url, "--out", out,
-            "--lease-seconds", LEASE, key=emu.api_key,
+            "--lease-seconds", LEASE,
         )  # fmt: skip
-        second: subprocess.Popen[str] | None = None
-        try:
+        second_cmd = entry_cmd("resume", "--db", db, "--base-url", emu.base_url, "--lease-seconds", LEASE)
+        with started(first_cmd, key=emu.api_key) as first:
             wait_for(lambda: len(emu.held) == 2, timeout=30, what="two generations in flight", process=first)
             _pause_outside_a_transaction(first, db)
             wait_for(lambda: _lease_over(db), timeout=10, what="the paused runner's lease to run out")
-            second = start_entry(
-                "resume", "--db", db, "--base-url", emu.base_url, "--lease-seconds", LEASE, key=emu.api_key
-            )
-            wait_for(lambda: run_row(db)["epoch"] == 2, timeout=30, what="the takeover", process=second)
-            emu.release()
-            _, taken_err = second.communicate(timeout=60)
+            with started(second_cmd, key=emu.api_key) as second:
+                wait_for(lambda: run_row(db)["epoch"] == 2, timeout=30, what="the takeover", process=second)
+                emu.release()
+                _, taken_err = second.communicate(timeout=60)
             assert second.returncode == 0, taken_err
             enqueues_before = len(emu.ledger.enqueues)
 
             first.send_signal(signal.SIGCONT)
             _, paused_err = first.communicate(timeout=30)
-        finally:
-            _reap(first, *([second] if second else []))
         assert first.returncode == 4, paused_err
         assert "took this run over" in paused_err and "Traceback" not in paused_err
         assert len(emu.ledger.enqueues) == enqueues_before, "the continued runner sent an enqueue"

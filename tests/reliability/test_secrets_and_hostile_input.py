@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from batchgen.emulator import Account, EmulatorConfig, Faults, running_emulator
-from tests.engine.conftest import assert_exactly_once
-
-from .conftest import batchgen, downloads_with_key_elsewhere, image_manifest, parse_csv
+from tests.kit import IMAGE_MODEL, assert_exactly_once, keys_sent_elsewhere, write_manifest
+from tests.kit_faults import assert_fired
+from tests.kit_processes import batchgen, parse_csv
 
 pytestmark = pytest.mark.timeout(90)
 KEY = "sk-oxen-DISTINCTIVE-8f3a1c97e5b24d06"
@@ -31,7 +31,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def test_the_key_never_leaks_and_hostile_prompts_stay_inert(tmp_path: Path) -> None:
-    manifest = image_manifest(tmp_path, HOSTILE, concurrency=4)
+    manifest = write_manifest(tmp_path, model=IMAGE_MODEL, prompts=HOSTILE, concurrency=4)
     state, out = tmp_path / "state", tmp_path / "out"
     db = state / "batchgen.db"
     config = EmulatorConfig(
@@ -53,9 +53,8 @@ def test_the_key_never_leaks_and_hostile_prompts_stay_inert(tmp_path: Path) -> N
         rows = assert_exactly_once(emu, db)
 
         # the Bearer header went to the API only; result files on another host were fetched without it
-        elsewhere = [d for d in emu.ledger.downloads if d.host.split(":")[0] == "localhost"]
-        assert elsewhere, "no download went to the other host: the test proves nothing"
-        assert not downloads_with_key_elsewhere(emu)
+        assert_fired(emu, "result_host")  # downloads went to the other host, else the test proves nothing
+        assert not keys_sent_elsewhere(emu)
 
     # the key is in no output and in no file the run left anywhere under this test's directory
     for result in results:
