@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from batchgen.core.expansion import count_jobs, expand
@@ -89,7 +89,6 @@ def _expected_count(manifest: dict[str, Any]) -> int:
     return combinations + explicit + manifest["_rows"]
 
 
-@settings(max_examples=60, deadline=None)
 @given(manifests())
 def test_count_keys_unique_and_stable_across_runs_and_key_order(manifest: dict[str, Any]) -> None:
     models = infos()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from batchgen.core.validation import ImageProbe
@@ -250,7 +250,6 @@ def test_sora_schema_fixture_is_the_documented_one() -> None:
     assert SORA["request_schema"]["properties"]["seconds"]["enum"] == ["4", "8", "12"]
 
 
-@settings(max_examples=150, deadline=None)
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.text(max_size=8),
