@@ -1,5 +1,5 @@
-"""Fixtures for every test: its own state directory (nothing leaks between tests or into ./state); and Hypothesis
-replays the same examples every run.
+"""Fixtures for every test: its own state directory (nothing leaks between tests or into ./state), and the run's
+rules: Hypothesis replays the same examples every run, and under CI no test may skip.
 
 Hypothesis profiles (HYPOTHESIS_PROFILE): `ci`, the default, is derandomised (the examples are fixed by each test's
 source, so a run that passed once passes again) and keeps no example database; `long` draws fresh examples, 2,000
@@ -9,11 +9,13 @@ a test, and keeps the failures it finds in .hypothesis/ so the next long run rep
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.kit import in_ci
 
 # too_slow judges generation speed by the wall clock: a busy machine is not a failing test
 settings.register_profile(
@@ -29,6 +31,18 @@ settings.register_profile(
     "long", max_examples=2000, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "ci")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, object, object]:
+    """Under CI a skipped test is a failed one: it did not run where it must (kit.require says why it skipped)."""
+    report = yield
+    assert isinstance(report, pytest.TestReport)
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI, where every test must run: {reason}"
+    return report
 
 
 @pytest.fixture(autouse=True)

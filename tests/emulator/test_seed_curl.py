@@ -8,9 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from batchgen.emulator import EmulatorConfig, running_emulator
+from tests.kit import require
 
 SEED_BODY = (
     '{ "model": "openai-sora-2-pro", "prompt": "An ox being given a speeding ticket by a police officer. The ox is'
@@ -55,10 +54,7 @@ def _is_mawk() -> bool:
 
 def _tools() -> None:
     missing = [tool for tool in ("bash", "curl", "jq") if shutil.which(tool) is None]
-    if missing:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI must provide {', '.join(missing)} for the seed curl flows")
-        pytest.skip(f"{', '.join(missing)} not installed: cannot run the seed's curl flows")
+    require(not missing, f"{', '.join(missing)} not installed: cannot run the seed's curl flows")
 
 
 def _run(script: str, host: str, key: str, tmp_path: Path) -> str:

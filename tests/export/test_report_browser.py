@@ -22,6 +22,7 @@ import pytest
 from batchgen.core.jobs import JobRow, JobStatus
 from batchgen.core.report import relative_href, render_report
 from batchgen.emulator.media import mp4_bytes, png_bytes
+from tests.kit import require
 
 from .rows import demo_rows, make_row
 
@@ -68,10 +69,8 @@ new Promise((resolve) => {
 
 def chromium_path() -> str:
     found = shutil.which("chromium")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed, and under CI the browser test must run (.ci/run installs it)")
-        pytest.skip("chromium is not installed (apt-get install chromium); CI runs this test")
+    require(found, "chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    assert found is not None
     return found
 
 

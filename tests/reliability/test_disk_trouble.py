@@ -3,10 +3,11 @@ read-only state database. Each is a clear error (exit 2, no traceback), leaves t
 finishes exactly once with `batchgen resume` once the cause is gone.
 
 Tests run as root, which ignores file permissions, so the troubles are real ones: a path under a regular file,
-and small tmpfs mounts (skipped where mounting is not allowed)."""
+and small tmpfs mounts (skipped where mounting is not allowed, except under CI, where they must run)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.emulator import EmulatorConfig, RunningEmulator, running_emulator
-from tests.kit import IMAGE_MODEL, assert_exactly_once, write_manifest
+from tests.kit import IMAGE_MODEL, assert_exactly_once, require, write_manifest
 from tests.kit_processes import assert_clean_user_error, batchgen, job_statuses, run_row
 
 pytestmark = pytest.mark.timeout(90)
@@ -32,9 +33,12 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 32 KiB tmpfs (8 pages: a few small files); remount it with `mount -o remount,...`."""
     where = tmp_path / "tmpfs"
     where.mkdir()
+    require(shutil.which("mount") and shutil.which("umount"), "mount and umount (util-linux) are not installed")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(where)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): {mounted.stderr.decode().strip()}")
+    require(
+        mounted.returncode == 0,
+        f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {mounted.stderr.decode().strip()}",
+    )
     try:
         yield where
     finally:
