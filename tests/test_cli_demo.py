@@ -3,8 +3,10 @@ commands a user runs next. One subprocess per command, exit codes and outputs ch
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import re
 import socket
 import sqlite3
 import subprocess
@@ -12,6 +14,14 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from batchgen.api import run_async
+from batchgen.cli import exit_code_for
+from batchgen.emulator import EmulatorConfig, running_emulator
+from batchgen.engine.client import RetryPolicy
+from batchgen.errors import ApiUnreachableError
+from tests.kit_processes import assert_clean_user_error
+from tests.kit_processes import batchgen as batchgen_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,15 +77,28 @@ def test_missing_database_is_a_clear_error_not_a_traceback(tmp_path: Path) -> No
     assert "no state database" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_an_unreachable_api_exits_3_having_sent_nothing(tmp_path: Path) -> None:
-    with socket.socket() as sock:  # a port nobody listens on
+async def test_an_unreachable_api_is_a_clear_error_with_exit_code_3_having_sent_nothing(tmp_path: Path) -> None:
+    # through the Python API with retries that do not wait: the CLI's own would spend ~10 s retrying a refused port
+    with socket.socket() as sock:  # a port nobody listens on: connections are refused at once
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     db = tmp_path / "state" / "batchgen.db"
-    result = batchgen(
-        "run", str(ROOT / "manifests" / "demo.yaml"), "--base-url", f"http://127.0.0.1:{port}", cwd=tmp_path, env_db=db
-    )
-    assert result.returncode == 3, result.stderr
-    assert f"cannot reach http://127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
-    with sqlite3.connect(db) as conn:  # the jobs were recorded, none was sent
+    with pytest.raises(ApiUnreachableError, match=re.escape(f"cannot reach http://127.0.0.1:{port}")) as caught:
+        await run_async(
+            ROOT / "manifests" / "demo.yaml", db=db, base_url=f"http://127.0.0.1:{port}", out=tmp_path / "out",
+            retry=RetryPolicy(attempts=2, initial=0, maximum=0),
+        )  # fmt: skip
+    assert exit_code_for(caught.value) == 3
+    with contextlib.closing(sqlite3.connect(db)) as conn:  # the jobs were recorded, none was sent
         assert conn.execute("SELECT DISTINCT status FROM jobs").fetchall() == [("pending",)]
+
+
+def test_an_api_error_exits_3_with_its_message_and_no_traceback(tmp_path: Path) -> None:
+    # the CLI's path for every API error (unreachable, or a refused key as here): its message, exit code 3
+    with running_emulator(EmulatorConfig(seed=1, duration_s=0)) as emu:
+        result = batchgen_process(
+            "run", ROOT / "manifests" / "demo.yaml", "--db", tmp_path / "state" / "batchgen.db",
+            "--base-url", emu.base_url, "--out", tmp_path / "out", key="not-the-key",
+        )  # fmt: skip
+        assert emu.ledger.enqueues == []
+    assert_clean_user_error(result, 3, "OXEN_API_KEY")
