@@ -7,8 +7,6 @@ cannot, so `plan` works offline after one fetch. No key is needed; a given key i
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,8 @@ import httpx
 
 from batchgen.core.models import ModelInfo
 from batchgen.core.plan import RegistryView
+from batchgen.engine.outputs import write_atomically
+from batchgen.errors import OutputError
 
 REGISTRY_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
@@ -112,14 +112,11 @@ class ModelRegistry:
 
     def write_cache(self, model_id: str, entry: dict[str, Any]) -> None:
         """Store an entry atomically, so a crash never leaves half a file; a read-only state dir is not fatal."""
-        target = cache_path(self.state_dir, model_id)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(entry, handle, indent=2, sort_keys=True)
-            os.replace(temporary, target)
-        except OSError:
+            write_atomically(
+                cache_path(self.state_dir, model_id), lambda handle: json.dump(entry, handle, indent=2, sort_keys=True)
+            )
+        except OutputError:
             return
 
 
