@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-import pytest
 
 from batchgen.api import RunSummary, run_async
 from batchgen.core.jobs import JobRow, JobStatus
@@ -40,6 +39,8 @@ def require(condition: object, reason: str) -> None:
     provide it (.ci/run installs it): there the test fails, so a test that never ran cannot look like a pass."""
     if condition:
         return
+    import pytest  # here, not at the top: runner_entry.py imports this module in every runner process it starts
+
     if in_ci():
         pytest.fail(f"CI must provide this, and does not: {reason}", pytrace=False)
     pytest.skip(reason)

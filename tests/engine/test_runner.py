@@ -15,7 +15,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def config(faults: Faults | None = None, **kw: object) -> EmulatorConfig:
-    return EmulatorConfig(seed=7, time_scale=0.0005, faults=faults or Faults(), **kw)  # type: ignore[arg-type]
+    return EmulatorConfig(seed=7, time_scale=0.0002, faults=faults or Faults(), **kw)  # type: ignore[arg-type]
 
 
 async def test_every_job_succeeds_once_and_files_match(tmp_path: Path) -> None:

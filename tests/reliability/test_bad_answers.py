@@ -19,7 +19,7 @@ async def test_a_cut_off_enqueue_reply_is_reconciled_not_resent(tmp_path: Path) 
     # created" resends the request and pays twice. Half the enqueues here are cut (the list stays readable).
     manifest = write_manifest(tmp_path, 10)
     faults = Faults(malformed_json_rate=0.5)
-    with running_emulator(EmulatorConfig(seed=7, time_scale=0.0005, faults=faults)) as emu:
+    with running_emulator(EmulatorConfig(seed=7, time_scale=0.0002, faults=faults)) as emu:
         summary = await run_against(emu, manifest, tmp_path)
         assert_fired(emu, "malformed_json_rate")
         assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
@@ -31,7 +31,7 @@ async def test_garbage_and_oversized_sse_lines_do_not_break_the_stream(tmp_path:
     # every completion comes after a truncated, a 256 KiB, or a meaningless line: the listener must read past them
     # on the same connection, and the runner must learn every result from the stream, not from the safety net
     manifest = write_manifest(tmp_path, 9)
-    with running_emulator(EmulatorConfig(seed=5, time_scale=0.0005, faults=Faults(sse_garbage_rate=1.0))) as emu:
+    with running_emulator(EmulatorConfig(seed=5, time_scale=0.0002, faults=Faults(sse_garbage_rate=1.0))) as emu:
         summary = await run_against(emu, manifest, tmp_path, options={"silent_after": 30.0})
         assert_fired(emu, "sse_garbage_rate")
         assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
