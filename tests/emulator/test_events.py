@@ -78,8 +78,11 @@ def test_wrong_key_on_stream_is_401(emu: RunningEmulator) -> None:
     assert httpx.get(emu.url("/api/events")).status_code == 401
 
 
-def test_shutdown_ends_open_streams_quickly() -> None:
+def test_shutdown_ends_open_streams_cleanly() -> None:
+    # Shutdown ends each stream as a finished response. Left open, uvicorn would cut it after its grace time (2 s),
+    # which the client sees as a broken chunked body: an error, not a clean end.
     ended = threading.Event()
+    errors: list[httpx.HTTPError] = []
     with running_emulator(EmulatorConfig()) as emu:  # 15 s keep-alive: only shutdown can end the stream
 
         def listen() -> None:
@@ -87,15 +90,14 @@ def test_shutdown_ends_open_streams_quickly() -> None:
                 with authed(emu) as c, c.stream("GET", "/api/events") as reply:
                     for _ in reply.iter_lines():
                         pass
-            except httpx.HTTPError:
-                pass
+            except httpx.HTTPError as error:
+                errors.append(error)
             ended.set()
 
         threading.Thread(target=listen, daemon=True).start()
         wait_for(lambda: emu.ledger.stream_connections == 1)
-        started = time.monotonic()
-    assert time.monotonic() - started < 3.0
-    assert ended.wait(3.0)
+    assert ended.wait(10.0), "the stream outlived the emulator"
+    assert errors == []
 
 
 def test_drop_rate_one_sends_nothing_and_ledger_says_so() -> None:
@@ -143,7 +145,7 @@ def test_early_event_is_broadcast_before_the_enqueue_reply() -> None:
 def test_disconnect_after_events() -> None:
     with running_emulator(_config(sse_disconnect_after_events=2)) as emu, authed(emu) as c, StreamTap(emu) as tap:
         c.post("/api/ai/queue", json={**FLUX, "num_generations": 3})
-        assert tap.ended.wait(5.0)
+        assert tap.ended.wait(10.0)
         assert tap.error is None  # a clean end of stream, not an error
         assert len(tap.completed()) == 2
         time.sleep(0.3)
