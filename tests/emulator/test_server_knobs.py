@@ -74,8 +74,13 @@ def test_latency_delays_every_api_ai_request_and_nothing_else() -> None:
         assert httpx.get(emu.url("/api/ai/models")).status_code == 200
         assert time.monotonic() - begun >= latency
         fired = emu.ledger.fired("latency_s")
-        ai_requests = [r.path for r in emu.ledger.requests if r.path.startswith("/api/ai/")]
-        assert [f.subject for f in fired] == ai_requests and {f.detail for f in fired} == {"0.3"}
+
+        def ai_requests() -> list[str]:
+            return [r.path for r in emu.ledger.requests if r.path.startswith("/api/ai/")]
+
+        # a request is logged just after its reply has gone: the last one may not be there yet
+        wait_for(lambda: len(ai_requests()) == len(fired), what="the request log to catch up")
+        assert [f.subject for f in fired] == ai_requests() and {f.detail for f in fired} == {"0.3"}
         assert not any(f.subject.startswith("/api/repos/") for f in fired)
 
 
