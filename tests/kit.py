@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,7 +50,7 @@ def require(condition: object, reason: str) -> None:
 
 
 def wait_for(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     *,
     timeout: float = 10.0,
     what: str = "the condition",
@@ -73,7 +73,7 @@ def wait_for(
 
 
 async def wait_for_async(
-    condition: Callable[[], T], *, within: float = 20.0, what: str = "the condition", interval: float = 0.02
+    condition: Callable[[], T | None], *, within: float = 20.0, what: str = "the condition", interval: float = 0.02
 ) -> T:
     """`wait_for` inside a running event loop: the ledger has no async signal, so this polls, yielding between."""
     try:
@@ -150,7 +150,7 @@ async def run_against(emu: RunningEmulator, manifest: Path, tmp_path: Path, **kw
     )
 
 
-async def interrupt_when(work: Callable[[], Awaitable[object]], ready: Callable[[], object]) -> None:
+async def interrupt_when(work: Callable[[], Coroutine[Any, Any, object]], ready: Callable[[], object]) -> None:
     """Start `work`, wait until `ready()`, then cancel it at its next await: what Ctrl-C does to a runner."""
     async with anyio.create_task_group() as tg:
         tg.start_soon(work)

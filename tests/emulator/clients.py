@@ -78,7 +78,7 @@ class StreamTap:
     def frames(self) -> list[tuple[str, str]]:
         """(event, data) of every dispatched frame, comments skipped, as an SSE client would see them."""
         out: list[tuple[str, str]] = []
-        event, data = "message", []
+        event, data = "message", list[str]()  # data: the data lines of the frame being read
         for line in list(self.lines):
             if line == "":
                 if data:
