@@ -135,8 +135,8 @@ FAST = {
 
 
 async def run_against(emu: RunningEmulator, manifest: Path, tmp_path: Path, **kwargs: Any) -> RunSummary:
-    """`batchgen run MANIFEST` through the Python API on `emu`, with FAST timings (override with options={...});
-    the database is TMP_PATH/state/batchgen.db, the files go to TMP_PATH/out."""
+    """`batchgen run MANIFEST` through the Python API on `emu`, with FAST timings (override with options={...})
+    and FAST_RETRY (or retry=...); the database is TMP_PATH/state/batchgen.db, the files go to TMP_PATH/out."""
     options = {**FAST, **kwargs.pop("options", {})}
     return await run_async(
         manifest,
@@ -144,7 +144,7 @@ async def run_against(emu: RunningEmulator, manifest: Path, tmp_path: Path, **kw
         base_url=emu.base_url,
         api_key=kwargs.pop("api_key", emu.api_key),
         out=tmp_path / "out",
-        retry=FAST_RETRY,
+        retry=kwargs.pop("retry", FAST_RETRY),
         **kwargs,
         **options,
     )
