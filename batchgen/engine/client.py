@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -268,7 +269,8 @@ class OxenClient:
         RequestRejectedError (an expired presigned URL: fall back to result_url); a body cut short, an error page
         in place of media, 5xx and 429 raise retryable errors.
         """
-        tmp = dest.with_name(f".{dest.name}.part")
+        # a name of its own per download: two downloads of one file (a resume racing a leftover) never share it
+        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
         for _hop in range(6):
             self.requests_sent += 1
             try:
