@@ -132,7 +132,6 @@ async def run_async(
             concurrency=concurrency or settings.concurrency,
             download=download,
             poll_only=poll_only,
-            max_cost=plan.budget,
         )
         options = replace(options, **option_overrides)
         store = Store.open(resolved.db)
@@ -207,7 +206,6 @@ async def resume_async(
             concurrency=concurrency or int(settings.get("concurrency", 4)),
             download=bool(settings.get("download", True)),
             poll_only=bool(settings.get("poll_only", False)),
-            max_cost=settings.get("max_cost"),
             resubmit_unknown=resubmit_unknown,
         )
         options = replace(options, **option_overrides)

@@ -26,7 +26,6 @@ class RunOptions:
     unreachable_timeout: float = 600.0  # give up (exit 3, resumable) after this long without any answer
     download_concurrency: int = 8
     download_attempts: int = 12
-    max_cost: float | None = None  # the run's budget as planned (the store enforces the run's own, durably)
     resubmit_unknown: bool = False
     lease_seconds: float = 30.0  # how long the run stays ours without a heartbeat (renewed every sixth of it)
     backoff_initial: float = 1.0
