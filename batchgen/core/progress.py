@@ -20,6 +20,7 @@ class Progress:
     estimated_total: float
     concurrency: int
     stream_connected: bool
+    bytes_downloaded: int = 0
 
     @classmethod
     def measure(
@@ -33,6 +34,7 @@ class Progress:
         estimated_total: float,
         concurrency: int,
         stream_connected: bool,
+        bytes_downloaded: int = 0,
     ) -> Progress:
         """A snapshot with throughput and ETA computed from the monotonic times of recent finishes."""
         window = finish_times
@@ -52,6 +54,7 @@ class Progress:
             estimated_total=estimated_total,
             concurrency=concurrency,
             stream_connected=stream_connected,
+            bytes_downloaded=bytes_downloaded,
         )
 
     @property
@@ -64,11 +67,22 @@ class Progress:
             f"{s.value}={n}" for s, n in sorted(self.counts.items(), key=lambda kv: list(JobStatus).index(kv[0])) if n
         ]
         eta = f"{self.eta_s:.0f}s" if self.eta_s is not None else "?"
+        received = f" {human_bytes(self.bytes_downloaded)} downloaded" if self.bytes_downloaded >= 1 << 20 else ""
         return (
             f"[{self.run}] {self.finished}/{self.total} done ({' '.join(parts)}) "
             f"{self.finished_per_min:.1f}/min eta {eta} cost ${self.cost_so_far:.2f} of ~${self.estimated_total:.2f} "
-            f"limit {self.concurrency}{'' if self.stream_connected else ' (polling)'}"
+            f"limit {self.concurrency}{'' if self.stream_connected else ' (polling)'}{received}"
         )
+
+
+def human_bytes(n: int) -> str:
+    """1536 -> '1.5 KiB'."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _slug(text: str, limit: int) -> str:

@@ -42,6 +42,10 @@ class JobBook:
         self.halted_submits: str | None = None  # why submitting stopped (credits, budget, lease), if it did
         self.changed = anyio.Event()
         self.finished_times: deque[float] = deque(maxlen=200)
+        self.bytes_received = 0  # result bytes downloaded by this runner (progress for large files)
+
+    def received(self, n: int) -> None:
+        self.bytes_received += n
 
     def load(self, jobs: list[JobState]) -> None:
         """Take in the unfinished jobs of the run; jobs already in flight take a slot while one is free."""

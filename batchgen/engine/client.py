@@ -7,10 +7,7 @@ The Bearer key is sent only to the API's own origin, never to a result URL on an
 
 from __future__ import annotations
 
-import hashlib
-import os
 import random
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +32,7 @@ from batchgen.core.remote import (
     parse_generation,
     parse_json,
 )
+from batchgen.engine.partial import PartialFile, PartialFileBusyError, partial_path
 from batchgen.errors import (
     ApiError,
     ApiUnreachableError,
@@ -262,63 +260,99 @@ class OxenClient:
 
     # ---- downloads -------------------------------------------------------------------------------------
 
-    async def download(self, url: str, dest: Path) -> tuple[str, int]:
-        """Stream `url` to `dest` via a temporary file renamed into place; return (sha256, bytes).
+    async def download(
+        self, url: str, dest: Path, *, generation_id: str, on_bytes: Callable[[int], None] | None = None
+    ) -> tuple[str, int]:
+        """Fetch `url` into `dest` through a part file that survives a cut; return (sha256, bytes).
 
-        Redirects are followed by hand (at most 5) so the key is re-decided per host. A 403/404/410 raises
-        RequestRejectedError (an expired presigned URL: fall back to result_url); a body cut short, an error page
-        in place of media, 5xx and 429 raise retryable errors.
+        A part left by an earlier attempt (this process or a dead one) is continued with `Range: bytes=N-`; a
+        server that answers 200 instead sends the whole file again. The sha256 covers the whole file. Redirects
+        are followed by hand (at most 5) so the key is re-decided per host. A 403/404/410 raises
+        RequestRejectedError (an expired presigned URL: fetch a fresh one and continue); a cut, a stall, an
+        error page in place of media, 5xx and 429 raise retryable errors. The transfer may take as long as its
+        size needs at MIN_DOWNLOAD_RATE, never a fixed time.
         """
-        # a name of its own per download: two downloads of one file (a resume racing a leftover) never share it
-        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
-        for _hop in range(6):
-            self.requests_sent += 1
-            try:
-                async with self.http.stream("GET", url, headers=self.auth_headers(url)) as response:
-                    if response.is_redirect and "location" in response.headers:
-                        url = urljoin(url, response.headers["location"])
-                        continue
-                    if response.status_code >= 400:
-                        await response.aread()
-                        _raise_for(response, "download")
-                    digest, size = await _stream_to(response, tmp)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                raise ApiUnreachableError(f"cannot reach {urlsplit(url).hostname} for a download") from exc
-            except httpx.TransportError as exc:
-                await anyio.Path(tmp).unlink(missing_ok=True)
-                raise ServerError(f"download cut short ({type(exc).__name__})") from exc
-            await anyio.Path(tmp).replace(dest)
-            return digest, size
+        try:
+            partial = PartialFile.open(partial_path(dest, generation_id))
+        except PartialFileBusyError as exc:
+            raise ServerError(f"{dest.name} is being downloaded by another process") from exc
+        async with partial:
+            for _hop in range(6):
+                self.requests_sent += 1
+                headers = self.auth_headers(url)
+                if partial.size:
+                    headers["Range"] = f"bytes={partial.size}-"
+                try:
+                    async with self.http.stream("GET", url, headers=headers) as response:
+                        if response.is_redirect and "location" in response.headers:
+                            url = urljoin(url, response.headers["location"])
+                            continue
+                        if response.status_code == 416:
+                            await response.aread()
+                            await partial.restart()  # our part is not a prefix of this file: start again
+                            raise ServerError(f"download of {dest.name}: range not satisfiable; starting over")
+                        if response.status_code >= 400:
+                            await response.aread()
+                            _raise_for(response, "download")
+                        await _receive(response, partial, on_bytes)
+                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                    raise ApiUnreachableError(f"cannot reach {urlsplit(url).hostname} for a download") from exc
+                except httpx.TransportError as exc:
+                    raise ServerError(
+                        f"download cut short at {partial.size} bytes ({type(exc).__name__}); it continues from there"
+                    ) from exc
+                if not _looks_like_media(await partial.head()):
+                    await partial.discard()
+                    raise ServerError("download returned something that is not a media file")
+                size = partial.size
+                return await partial.finish(dest), size
         raise ServerError("download: too many redirects")
 
 
-async def _stream_to(response: httpx.Response, tmp: Path) -> tuple[str, int]:
-    declared = response.headers.get("content-length")
+MIN_DOWNLOAD_RATE = 32 * 1024  # bytes/s: a transfer slower than this over its whole length is cut and resumed
+DOWNLOAD_GRACE_S = 60.0
+
+
+async def _receive(response: httpx.Response, partial: PartialFile, on_bytes: Callable[[int], None] | None) -> None:
+    """Append the body to `partial`: after its prefix on a 206 that starts there, from zero on a 200."""
     kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    digest = hashlib.sha256()
-    size = 0
-    head = b""
-    part = anyio.Path(tmp)
-    try:
-        async with await anyio.open_file(tmp, "wb") as out:
-            async for chunk in response.aiter_bytes():
-                if len(head) < 16:
-                    head += chunk[:16]
-                digest.update(chunk)
-                size += len(chunk)
-                await out.write(chunk)
-            await out.flush()
-            await anyio.to_thread.run_sync(os.fsync, out.wrapped.fileno())
-    except BaseException:
-        await part.unlink(missing_ok=True)
-        raise
-    if declared is not None and declared.isdigit() and int(declared) != size:
-        await part.unlink(missing_ok=True)
-        raise ServerError(f"download cut short: {size} of {declared} bytes")
-    if kind in ("text/html", "application/json") or not _looks_like_media(head):
-        await part.unlink(missing_ok=True)
-        raise ServerError(f"download returned {kind or 'unknown content'} instead of a media file")
-    return digest.hexdigest(), size
+    if kind in ("text/html", "application/json"):
+        await response.aread()
+        raise ServerError(f"download returned {kind} instead of a media file")
+    offset = partial.size
+    if response.status_code == 206:
+        start, total = _content_range(response.headers.get("content-range", ""))
+        if start != offset:
+            await partial.restart()
+            raise ServerError(f"download: asked for bytes from {offset}, got a range starting at {start}")
+    else:
+        total = None
+        if offset:
+            await partial.restart()  # the server ignored Range: it is sending the whole file again
+    declared = response.headers.get("content-length")
+    expected = int(declared) if declared is not None and declared.isdigit() else None
+    if total is None and expected is not None:
+        total = partial.size + expected
+    budget = DOWNLOAD_GRACE_S + (expected or 0) / MIN_DOWNLOAD_RATE
+    with anyio.move_on_after(budget) as scope:
+        async for chunk in response.aiter_bytes():
+            await partial.append(chunk)
+            if on_bytes is not None:
+                on_bytes(len(chunk))
+    if scope.cancelled_caught:
+        raise ServerError(f"download slower than {MIN_DOWNLOAD_RATE // 1024} KiB/s; it continues from {partial.size}")
+    if total is not None and partial.size != total:
+        raise ServerError(f"download cut short: {partial.size} of {total} bytes")
+
+
+def _content_range(value: str) -> tuple[int | None, int | None]:
+    """`bytes START-END/TOTAL` -> (START, TOTAL); None for what is missing or unreadable."""
+    unit, _, spec = value.strip().partition(" ")
+    span, _, total = spec.partition("/")
+    first = span.partition("-")[0]
+    if unit.lower() != "bytes" or not first.isdigit():
+        return None, None
+    return int(first), int(total) if total.isdigit() else None
 
 
 def _looks_like_media(head: bytes) -> bool:

@@ -1,5 +1,6 @@
 """Fetching a paid result to disk: the event's presigned URL first, then result_url, refreshed from the status
-row when both are refused. The file is streamed to a temporary name, checked, hashed and renamed by the client."""
+row when both are refused. The file is streamed to a part file that survives a cut (engine/partial.py), checked,
+hashed and renamed by the client; every retry continues where the last one stopped."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ async def fetch_result(
     attempts: int,
     backoff: Callable[[int], float],
     refresh: Callable[[], Awaitable[None]],
+    on_bytes: Callable[[int], None] | None = None,
 ) -> tuple[str, int] | None:
     """Download the job's result to `dest`; (sha256, bytes), or None when every attempt failed.
 
@@ -65,7 +67,7 @@ async def fetch_result(
         wait = backoff(attempt)
         for url in urls:
             try:
-                return await client.download(url, dest)
+                return await client.download(url, dest, generation_id=job.generation_id or "", on_bytes=on_bytes)
             except RequestRejectedError:
                 continue  # an expired presigned URL: try the next one
             except RateLimitedError as exc:
@@ -105,6 +107,7 @@ class Downloader:
                     self.client, job, dest, attempts=self.options.download_attempts,
                     backoff=lambda n: backoff(n, initial=self.options.backoff_initial, maximum=self.options.backoff_max),
                     refresh=lambda: refresh_result_url(self.client, self.store, self.lease, job),
+                    on_bytes=self.book.received,
                 )  # fmt: skip
             except OutputError as exc:
                 raise Halt(exc) from exc

@@ -146,6 +146,7 @@ class Runner:
                 estimated_total=self.store.estimated_total(self.run.id),
                 concurrency=self.book.limit.limit,
                 stream_connected=bool(self.listener and self.listener.connected),
+                bytes_downloaded=self.book.bytes_received,
             )
         )
 

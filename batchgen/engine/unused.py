@@ -45,7 +45,7 @@ async def fetch_unused(
                 continue
             dest = dest_dir / row.generation_id
             try:
-                await client.download(url, dest)
+                await client.download(url, dest, generation_id=row.generation_id)
                 dest = dest.rename(dest.with_suffix(_extension(dest)))
             except (RequestRejectedError, ServerError) as exc:
                 fetched.append(FetchedUnused(row.generation_id, None, str(exc)))
