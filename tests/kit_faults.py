@@ -22,7 +22,12 @@ from collections.abc import Callable
 from batchgen.emulator import Faults, RunningEmulator, Status
 from batchgen.emulator.faults import decide
 
-NOT_FAULTS = {"seed", "retry_after", "fail_messages"}  # settings of other knobs, not faults of their own
+NOT_FAULTS = {  # settings of other knobs, not faults of their own
+    "seed",
+    "retry_after",
+    "fail_messages",
+    "download_cut_at",
+}
 COMPLETED = "media_generation_completed"
 _STATUS_PATH = re.compile(r"^/api/ai/queue/([^/]+)$")
 
@@ -166,7 +171,9 @@ def _wrong_content_type(r: _Reader) -> int:
         if not r.decide("malformed_json_rate", f"status:{s}") and r.decide("wrong_content_type_rate", f"status:{s}")
     )
     downloads = sum(
-        1 for s, status in r.download_ids() if status == 200 and r.decide("wrong_content_type_rate", f"download:{s}")
+        1
+        for s, status in r.download_ids()
+        if status in (200, 206) and r.decide("wrong_content_type_rate", f"download:{s}")
     )
     return polls + downloads
 
@@ -253,8 +260,15 @@ EVIDENCE: dict[str, Callable[[_Reader], int]] = {
     "html_error_rate": _html,
     "unknown_status_rate": lambda r: sum(1 for s in r.answered_polls() if r.decide("unknown_status_rate", s)),
     "wrong_content_type_rate": _wrong_content_type,
-    "truncated_download_rate": lambda r: sum(1 for _, status in r.download_ids() if status == 0),
+    "truncated_download_rate": lambda r: sum(
+        1 for s, status in r.download_ids() if status == 0 and r.decide("truncated_download_rate", s)
+    ),  # the other cut downloads are download_cut_rate's
     "result_host": lambda r: sum(1 for d in r.downloads if d.host.split(":")[0] == r.faults.result_host),
+    # result files on a real network
+    "result_size_bytes": lambda r: r.fault_records("result_size_bytes"),
+    "download_bandwidth_bps": lambda r: r.fault_records("download_bandwidth_bps"),
+    "download_cut_rate": lambda r: r.fault_records("download_cut_rate"),
+    "download_ignores_range": lambda r: r.fault_records("download_ignores_range"),
     # the server's clock and speed
     "clock_offset_s": lambda r: r.fault_records("clock_offset_s"),
     "latency_s": lambda r: r.fault_records("latency_s"),

@@ -77,9 +77,24 @@ class Faults:
     wrong_content_type_rate: float = 0.0  # status: JSON labelled text/html; download: text/plain
     truncated_download_rate: float = 0.0  # Content-Length larger than the body, then the connection is cut
     result_host: str | None = None  # serve result URLs under this host name (e.g. "localhost")
+    # -- result files on a real network (see transfer.py)
+    result_size_bytes: int | None = None  # result files are padded to this size (the media stays valid)
+    download_bandwidth_bps: float | None = None  # file bodies are paced to at most this many bytes per second
+    download_cut_rate: float = 0.0  # per download: the connection is cut after download_cut_at of the body
+    download_cut_at: float = 0.5  # the fraction of the bytes a reply was to carry that it carries when cut
+    download_ignores_range: bool = False  # a Range request is answered 200 with the whole file
     # -- the server's clock and speed
     clock_offset_s: float = 0.0  # the server's clock is this far ahead (< 0: behind): row timestamps, Date header
     latency_s: float = 0.0  # every /api/ai/... request waits this long before it is handled (fixed, not random)
+
+    def __post_init__(self) -> None:
+        """Refuse settings that cannot mean anything, so a typo on the command line is not a silent no-op."""
+        if not 0.0 <= self.download_cut_at <= 1.0:
+            raise ValueError(f"download_cut_at must be a fraction in [0, 1], got {self.download_cut_at}")
+        if self.download_bandwidth_bps is not None and self.download_bandwidth_bps <= 0:
+            raise ValueError(f"download_bandwidth_bps must be > 0 (or none), got {self.download_bandwidth_bps}")
+        if self.result_size_bytes is not None and self.result_size_bytes < 0:
+            raise ValueError(f"result_size_bytes must be >= 0 (or none), got {self.result_size_bytes}")
 
     @classmethod
     def chaos(cls, seed: int | None = None) -> Faults:
@@ -109,6 +124,7 @@ class Faults:
             unknown_status_rate=0.03,
             wrong_content_type_rate=0.03,
             truncated_download_rate=0.05,
+            download_cut_rate=0.05,
             result_host="localhost",
         )
 

@@ -38,7 +38,8 @@ class EnqueueRecord:
 
 @dataclass(frozen=True, slots=True)
 class DownloadRecord:
-    """One GET of a result file (plain or presigned)."""
+    """One GET of a result file (plain or presigned). `status` is 0 when the body was cut short (truncated_download_rate,
+    download_cut_rate)."""
 
     time: float
     generation_id: str
@@ -46,6 +47,9 @@ class DownloadRecord:
     host: str  # the Host header, to tell 127.0.0.1 from localhost
     status: int
     presigned: bool
+    range_start: int | None = None  # the first byte a Range header asked for; None without one
+    bytes_sent: int = 0  # bytes of the file the body carried (the prefix when cut; 0 for an error reply). Set as
+    # the reply is made: a client that hangs up early received fewer
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +219,8 @@ class Ledger:
 
     @property
     def served_sha256(self) -> dict[str, str]:
-        """sha256 of the bytes last served in full per generation id."""
+        """sha256 of the whole file per generation id whose bytes were served through to the end at least once
+        (by a 200, or a 206 that ends at the last byte): what a client that resumed must have in the end."""
         with self._lock:
             return dict(self._served_sha256)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import time
 from typing import Any
@@ -13,10 +12,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from batchgen.core.jobs import canonical_json
-from batchgen.emulator import replies
+from batchgen.emulator import media, replies, transfer
 from batchgen.emulator.catalog import QUEUE_LAYER_PARAMS, VALUE_ERROR
 from batchgen.emulator.ledger import DownloadRecord
-from batchgen.emulator.media import result_bytes
+from batchgen.emulator.media import ResultFile
 from batchgen.emulator.queue_routes import caller_or_reply, optional_str, services
 from batchgen.emulator.services import Services
 from batchgen.emulator.state import Generation, Status, make_generation_id
@@ -54,32 +53,89 @@ async def presigned_file(request: Request) -> Response:
 
 
 def _serve(svc: Services, request: Request, row: Generation, *, presigned: bool) -> Response:
-    """The bytes of a result, through the download fault knobs, recorded in the ledger."""
+    """The bytes of a result (all, or the part a Range asks for), through the download fault knobs, recorded in
+    the ledger. A transient failure answers before the Range is looked at, as a proxy or rate limiter would."""
     gid = row.generation_id
     stable = f"{gid}#{svc.ledger.download_attempt(gid)}"
-    data, content_type = result_bytes(gid, row.media_type)
+    file = media.result_file(gid, row.media_type, svc.faults.result_size_bytes)
+    total = len(file.data)
+    asked = request.headers.get("range")
+    wanted = transfer.requested_range(asked, total)
+    range_start = wanted.start if isinstance(wanted, transfer.ByteRange) else _asked_start(asked)
     reply: Response
-    complete = False
+    body: transfer.FileBody | None = None
     if svc.fault("download_429_rate", stable):
         reply = replies.rate_limited(svc.faults.retry_after)
     elif svc.fault("download_5xx_rate", stable):
         reply = replies.server_error(503)
-    elif svc.fault("truncated_download_rate", stable):
-        reply = replies.TruncatedBody(data, content_type)
-    elif svc.fault("wrong_content_type_rate", f"download:{stable}"):
-        reply, complete = Response(data, media_type="text/plain"), True
     else:
-        reply, complete = Response(data, media_type=content_type), True
+        if asked is not None and svc.faults.download_ignores_range:
+            svc.ledger.record_fault("download_ignores_range", gid, asked)
+            wanted = None
+        if isinstance(wanted, str):  # transfer.UNSATISFIABLE
+            reply = Response(b"", status_code=416, headers={**ACCEPT_RANGES, "Content-Range": f"bytes */{total}"})
+        else:
+            reply = body = _file_body(svc, file, wanted, gid, stable)
+    cut = body is not None and body.cut_after is not None
     record = DownloadRecord(
         time=time.time(),
         generation_id=gid,
         authorized="authorization" in request.headers,
         host=request.headers.get("host", ""),
-        status=reply.status_code if not isinstance(reply, replies.TruncatedBody) else 0,
+        status=0 if cut else reply.status_code,
         presigned=presigned,
+        range_start=range_start,
+        bytes_sent=0 if body is None else body.bytes_to_send,
     )
-    svc.ledger.record_download(record, hashlib.sha256(data).hexdigest() if complete else None)
+    # served_sha256 is always the whole file's: a client that resumed proves with it that its pieces add up
+    reaches_end = (
+        body is not None and not cut and (not isinstance(wanted, transfer.ByteRange) or wanted.end == total - 1)
+    )
+    svc.ledger.record_download(record, file.sha256 if reaches_end else None)
     return reply
+
+
+ACCEPT_RANGES = {"Accept-Ranges": "bytes"}  # sent even when download_ignores_range: the worst case, a wrong advert
+
+
+def _asked_start(header: str | None) -> int | None:
+    """The first byte a Range header names, even one this server cannot satisfy (for the ledger)."""
+    unit, _, spec = (header or "").partition("=")
+    start = spec.partition("-")[0].strip()
+    return int(start) if unit.strip().lower() == "bytes" and start.isdigit() else None
+
+
+def _file_body(
+    svc: Services, file: ResultFile, part: transfer.ByteRange | None, gid: str, stable: str
+) -> transfer.FileBody:
+    """A 200 with the whole file, or a 206 with `part`, through the knobs that spoil a body."""
+    headers = dict(ACCEPT_RANGES)
+    body: bytes | memoryview = file.data
+    if part is not None:
+        headers["Content-Range"] = part.content_range
+        body = memoryview(file.data)[part.start : part.end + 1]
+    content_type = file.content_type
+    cut_after: int | None = None
+    if svc.fault("truncated_download_rate", stable):
+        cut_after = len(body) // 2
+    elif svc.fault("download_cut_rate", stable):
+        cut_after = transfer.cut_point(len(body), svc.faults.download_cut_at)
+        svc.ledger.record_fault("download_cut_rate", gid, f"{cut_after} of {len(body)} bytes")
+    elif svc.fault("wrong_content_type_rate", f"download:{stable}"):
+        content_type = "text/plain"
+    if svc.faults.result_size_bytes is not None:
+        svc.ledger.record_fault("result_size_bytes", gid, f"{len(file.data)} bytes")
+    bandwidth = svc.faults.download_bandwidth_bps
+    if bandwidth is not None:
+        svc.ledger.record_fault("download_bandwidth_bps", gid, f"{bandwidth:g}")
+    return transfer.FileBody(
+        body,
+        status_code=200 if part is None else 206,
+        media_type=content_type,
+        headers=headers,
+        cut_after=cut_after,
+        bandwidth_bps=bandwidth,
+    )
 
 
 async def generate_video(request: Request) -> Response:
@@ -159,8 +215,8 @@ def _sync_id(svc: Services, canonical: str, attempt: int) -> str:
 def _sync_reply(svc: Services, row: Generation, response_format: Any) -> dict[str, Any]:
     """§9: `{"model", "created", "videos"|"images": [{"url"}|{"b64_json"}]}`."""
     if response_format == "b64_json":
-        data, _ = result_bytes(row.generation_id, row.media_type)
-        item = {"b64_json": base64.b64encode(data).decode("ascii")}
+        file = media.result_file(row.generation_id, row.media_type, svc.faults.result_size_bytes)
+        item = {"b64_json": base64.b64encode(file.data).decode("ascii")}
     else:
         item = {"url": svc.state.presigned_url(row.generation_id, svc.config.presign_ttl_s)}
     key = "videos" if row.media_type == "video" else "images"

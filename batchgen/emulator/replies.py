@@ -94,18 +94,6 @@ class AbortConnection(Response):
         scope[ABORT] = True
 
 
-class TruncatedBody(Response):
-    """Declare the full length, send part of the body, then cut the connection."""
-
-    def __init__(self, body: bytes, media_type: str) -> None:
-        super().__init__(body, status_code=200, media_type=media_type)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True})
-        scope[ABORT] = True
-
-
 class TokenBucket:
     """E8: per-key token bucket. Not thread-safe: used only on the server's event loop."""
 
