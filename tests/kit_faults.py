@@ -26,6 +26,7 @@ NOT_FAULTS = {  # settings of other knobs, not faults of their own
     "seed",
     "retry_after",
     "fail_messages",
+    "sse_buffer_bytes",
     "download_cut_at",
 }
 COMPLETED = "media_generation_completed"
@@ -236,6 +237,8 @@ EVIDENCE: dict[str, Callable[[_Reader], int]] = {
     "sse_foreign_rate": lambda r: sum(1 for row in r.rows if row.source == "elsewhere"),
     "sse_noise_rate": lambda r: sum(1 for e in r.events if e.event == "deployment_status_changed"),
     "sse_garbage_rate": lambda r: sum(1 for e in r.events if e.event == "garbage"),
+    "sse_buffering": lambda r: r.fault_records("sse_buffering"),
+    "sse_gzip": lambda r: r.fault_records("sse_gzip"),
     # transient HTTP failures
     "enqueue_5xx_rate": _enqueue_5xx,
     "enqueue_429_rate": lambda r: sum(1 for _, status, _, _ in r.enqueue_ids() if status == 429),

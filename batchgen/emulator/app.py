@@ -14,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from batchgen.emulator import media_routes, queue_routes, replies
+from batchgen.emulator import media_routes, proxy, queue_routes, replies
 from batchgen.emulator.queue_routes import services
 from batchgen.emulator.services import Services
 
@@ -28,13 +28,24 @@ async def events(request: Request) -> Response:
     if caller is None or isinstance(caller, Response):
         return caller or replies.unauthenticated()
     subscriber = svc.hub.subscribe(caller.account.username)
+    faults = svc.faults
     body = svc.hub.stream(
         subscriber,
         keepalive_s=svc.config.keepalive_s,
-        disconnect_after_events=svc.faults.sse_disconnect_after_events,
-        disconnect_after_s=svc.faults.sse_disconnect_after_s,
+        disconnect_after_events=faults.sse_disconnect_after_events,
+        disconnect_after_s=faults.sse_disconnect_after_s,
     )
-    return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+    headers = dict(SSE_HEADERS)
+    stream = str(subscriber.number)
+    if faults.sse_buffering != "off":
+        body = proxy.buffered(body, faults.sse_buffering, faults.sse_buffer_bytes)
+        held = f"bulk {faults.sse_buffer_bytes}" if faults.sse_buffering == "bulk" else faults.sse_buffering
+        svc.ledger.record_fault("sse_buffering", stream, held)
+    if faults.sse_gzip:
+        body = proxy.gzipped(body)
+        headers["Content-Encoding"] = "gzip"
+        svc.ledger.record_fault("sse_gzip", stream)
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
 
 def _models_caller(request: Request) -> Response | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,11 +80,15 @@ class EventHub:
                 return
             await asyncio.sleep(0.005)
 
+    def end_streams(self) -> None:
+        """End every stream open now, after what was queued for it (new streams may still open)."""
+        for subscriber in self._subscribers:
+            subscriber.queue.put_nowait(None)
+
     def close(self) -> None:
         """End every stream (shutdown): without this uvicorn would wait on them forever."""
         self._closed = True
-        for subscriber in self._subscribers:
-            subscriber.queue.put_nowait(None)
+        self.end_streams()
 
     async def stream(
         self,
@@ -93,7 +97,7 @@ class EventHub:
         keepalive_s: float,
         disconnect_after_events: int | None,
         disconnect_after_s: float | None,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The body of one SSE response: frames as they come, keep-alive comments when idle."""
         opened = time.monotonic()
         sent = 0

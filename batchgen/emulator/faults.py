@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _SCALE = float(2**64)
+SSE_BUFFERING = ("off", "bulk", "until_close")  # the values of Faults.sse_buffering
 
 
 def roll(seed: int, knob: str, stable_id: str) -> float:
@@ -53,6 +54,12 @@ class Faults:
     sse_foreign_rate: float = 0.0  # also announce a generation of the same user made elsewhere
     sse_noise_rate: float = 0.0  # also send an unrelated `deployment_status_changed` event
     sse_garbage_rate: float = 0.0  # also send a truncated, oversized or garbage line
+    # a proxy in front of the stream (see proxy.py); the reply is 200 with its headers at once either way
+    sse_buffering: str = "off"  # "bulk": frames and keep-alives are held and written in blocks of sse_buffer_bytes
+    # (the rest on close); "until_close": nothing is written until the stream ends
+    sse_buffer_bytes: int = 4096  # the proxy's buffer in "bulk" mode (nginx's default proxy buffer)
+    sse_gzip: bool = False  # Content-Encoding: gzip, one deflate stream with no flush per frame: bytes leave
+    # when zlib emits them, the rest on close
     # -- transient HTTP failures, keyed by request body / generation id and attempt number
     enqueue_5xx_rate: float = 0.0
     enqueue_429_rate: float = 0.0
@@ -89,6 +96,10 @@ class Faults:
 
     def __post_init__(self) -> None:
         """Refuse settings that cannot mean anything, so a typo on the command line is not a silent no-op."""
+        if self.sse_buffering not in SSE_BUFFERING:
+            raise ValueError(f"sse_buffering must be one of {', '.join(SSE_BUFFERING)}, got {self.sse_buffering!r}")
+        if self.sse_buffer_bytes < 1:
+            raise ValueError(f"sse_buffer_bytes must be at least 1, got {self.sse_buffer_bytes}")
         if not 0.0 <= self.download_cut_at <= 1.0:
             raise ValueError(f"download_cut_at must be a fraction in [0, 1], got {self.download_cut_at}")
         if self.download_bandwidth_bps is not None and self.download_bandwidth_bps <= 0:

@@ -50,6 +50,13 @@ class RunningEmulator:
         """An absolute URL on the emulator for `path` ("/api/ai/queue")."""
         return self.base_url + path
 
+    def end_streams(self) -> None:
+        """End every open GET /api/events stream after the frames queued for it, as the API ending them would; a
+        stream opened later works as usual. Lets a test decide when a stream closes. Callable from any thread."""
+        loop = self.services.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.services.hub.end_streams)
+
     # -- hold/release (EmulatorConfig.hold): callable from any thread
 
     @property
