@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -102,3 +103,53 @@ class StreamTap:
                 except ValueError:
                     continue
         return found
+
+
+class RawStreamTap:
+    """Reads GET /api/events in a thread and keeps every piece of body as it came off the socket (still gzipped
+    when the stream is), with the `time.monotonic()` it arrived; connected once `with` returns.
+
+    Nothing is parsed, so a buffering proxy's blocks stay visible. End the stream before leaving `with`
+    (`emu.end_streams()`, `sse_disconnect_after_events`): a stream that delivers nothing cannot notice a stop.
+    """
+
+    def __init__(self, emu: RunningEmulator, key: str | None = None) -> None:
+        self.emu = emu
+        self.key = key or emu.api_key
+        self.chunks: list[tuple[float, bytes]] = []
+        self.status: int | None = None
+        self.headers: dict[str, str] = {}
+        self.ended = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        try:
+            with authed(self.emu, self.key) as c, c.stream("GET", "/api/events") as reply:
+                self.headers = dict(reply.headers)
+                self.status = reply.status_code
+                for chunk in reply.iter_raw():
+                    self.chunks.append((time.monotonic(), chunk))
+        except BaseException as error:  # a thread must not raise: pytest turns that into an error elsewhere
+            self.error = error
+        finally:
+            self.ended.set()
+
+    def __enter__(self) -> RawStreamTap:
+        before = self.emu.ledger.stream_connections
+        self._thread.start()
+        wait_for(lambda: self.emu.ledger.stream_connections > before or self.ended.is_set(), what="the stream")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join(3.0)
+
+    @property
+    def received(self) -> int:
+        """Bytes of body received so far."""
+        return sum(len(chunk) for _, chunk in list(self.chunks))
+
+    @property
+    def body(self) -> bytes:
+        """The body received so far, as it came (compressed or not)."""
+        return b"".join(chunk for _, chunk in list(self.chunks))
