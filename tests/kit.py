@@ -131,6 +131,8 @@ FAST = {
     "backoff_initial": 0.02,
     "backoff_max": 0.2,
     "submit_rate": 1000.0,
+    "poll_first_after": 0.3,  # a stream that is not live: first poll before any job finished
+    "poll_min_step": 0.05,
 }
 
 

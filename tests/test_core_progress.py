@@ -9,7 +9,7 @@ def test_rate_and_eta_come_from_recent_finishes() -> None:
     counts = {JobStatus.SUCCEEDED: 3, JobStatus.QUEUED: 2, JobStatus.PENDING: 4, JobStatus.UNKNOWN: 1}
     p = Progress.measure(
         run="r", counts=counts, elapsed_s=10.0, finish_times=[0.0, 1.0, 2.0], cost_so_far=1.0,
-        estimated_total=5.0, concurrency=4, stream_connected=True,
+        estimated_total=5.0, concurrency=4, stream="live",
     )  # fmt: skip
     assert p.total == 10 and p.finished == 3
     assert p.finished_per_min == 60.0  # 2 intervals in 2 s
@@ -20,7 +20,7 @@ def test_rate_and_eta_come_from_recent_finishes() -> None:
 def test_no_rate_no_eta() -> None:
     p = Progress.measure(
         run="r", counts={JobStatus.PENDING: 2}, elapsed_s=0.0, finish_times=[], cost_so_far=0.0,
-        estimated_total=0.0, concurrency=1, stream_connected=False,
+        estimated_total=0.0, concurrency=1, stream="polling",
     )  # fmt: skip
     assert p.eta_s is None and "(polling)" in p.line()
 

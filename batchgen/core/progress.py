@@ -19,7 +19,7 @@ class Progress:
     cost_so_far: float
     estimated_total: float
     concurrency: int
-    stream_connected: bool
+    stream: str  # live, unproven, buffered, connecting, polling (core/stream_health.py)
     bytes_downloaded: int = 0
 
     @classmethod
@@ -33,7 +33,7 @@ class Progress:
         cost_so_far: float,
         estimated_total: float,
         concurrency: int,
-        stream_connected: bool,
+        stream: str,
         bytes_downloaded: int = 0,
     ) -> Progress:
         """A snapshot with throughput and ETA computed from the monotonic times of recent finishes."""
@@ -53,7 +53,7 @@ class Progress:
             cost_so_far=cost_so_far,
             estimated_total=estimated_total,
             concurrency=concurrency,
-            stream_connected=stream_connected,
+            stream=stream,
             bytes_downloaded=bytes_downloaded,
         )
 
@@ -71,8 +71,14 @@ class Progress:
         return (
             f"[{self.run}] {self.finished}/{self.total} done ({' '.join(parts)}) "
             f"{self.finished_per_min:.1f}/min eta {eta} cost ${self.cost_so_far:.2f} of ~${self.estimated_total:.2f} "
-            f"limit {self.concurrency}{'' if self.stream_connected else ' (polling)'}{received}"
+            f"limit {self.concurrency}{_stream_note(self.stream)}{received}"
         )
+
+
+def _stream_note(stream: str) -> str:
+    if stream == "live":
+        return ""
+    return " (polling)" if stream == "polling" else f" (stream {stream}: polling)"
 
 
 def human_bytes(n: int) -> str:

@@ -127,6 +127,13 @@ def m002_money_ledger(db: Connection) -> None:
     )
 
 
+@migration
+def m003_stream_state(db: Connection) -> None:
+    """What the holder's event stream is doing (live, buffered, polling) and why, for `status`."""
+    db.execute(text("ALTER TABLE runs ADD COLUMN stream_mode VARCHAR"))
+    db.execute(text("ALTER TABLE runs ADD COLUMN stream_note VARCHAR"))
+
+
 def apply_migrations(db: Connection) -> list[str]:
     """Apply every migration not yet recorded, in order, all in the caller's transaction; return their names.
 

@@ -19,6 +19,10 @@ class RunOptions:
     max_per_enqueue: int = 4
     poll_interval: float = 10.0  # poll-only mode: how often the active list is read
     silent_after: float = 60.0  # SSE mode: a job not heard of for this long is polled (the safety net)
+    keepalive_period: float = 15.0  # the API's keep-alive period: a stream silent 1.5x this long is not delivering
+    poll_first_after: float | None = None  # stream not live: first poll of a job (None: learned, from 5 s/30 s)
+    poll_min_step: float = 1.0  # stream not live: never poll one job more often than this
+    pause_after: float = 10.0  # a gap this long in the runner's own ticks was a pause (sleep, SIGSTOP): reconnect
     reconcile_grace: float = 1.0  # wait before reading the queue for an enqueue whose reply was lost
     reconcile_tries: int = 5  # then the job is marked unknown and the user decides
     # a generation still unfinished this long after its enqueue is cancelled and failed

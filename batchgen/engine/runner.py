@@ -10,6 +10,7 @@ runner. The parts:
     Tracker     events, polls after reconnects, silence, timeouts     engine/tracker.py
     Downloader  paid results to disk                                  engine/downloads.py
     LeaseKeeper the heartbeat, and the lease check before an enqueue  engine/heartbeat.py
+    PauseWatch  a sleep or SIGSTOP noticed: reconnect, poll, re-check  engine/pauses.py
     JobBook     the shared working copy of the unfinished jobs        engine/book.py
 """
 
@@ -30,6 +31,7 @@ from batchgen.engine.downloads import Downloader
 from batchgen.engine.events import EventListener
 from batchgen.engine.heartbeat import LeaseKeeper
 from batchgen.engine.options import RunOptions, RunOutcome
+from batchgen.engine.pauses import PauseWatch
 from batchgen.engine.reconcile import Reconciler
 from batchgen.engine.settle import settle_details
 from batchgen.engine.store import JobState, Lease, RunInfo, Store
@@ -65,6 +67,7 @@ class Runner:
         self.reconciler = Reconciler(store, lease, client, self.book, self.tracker, options)
         self.submitter = Submitter(store, self.keeper, client, self.book, self.tracker, self.reconciler, options)
         self.listener: EventListener | None = None
+        self.pauses = PauseWatch(options.pause_after, self._after_pause)
         self.started = time.monotonic()
 
     async def execute(self) -> RunOutcome:
@@ -82,9 +85,13 @@ class Runner:
                 async with anyio.create_task_group() as tg:
                     self.tracker.tg = self.downloader.tg = self.submitter.tg = tg
                     if not self.options.poll_only:
-                        self.listener = EventListener(self.client, self.tracker.on_event, self.tracker.on_connect)
+                        self.listener = EventListener(
+                            self.client, self.tracker.on_event, self.tracker.on_connect, self.tracker.health
+                        )
+                        self.tracker.reconnect = self.listener.reconnect
                         await tg.start(self.listener.listen)  # connected before the first enqueue
                     tg.start_soon(self.keeper.heartbeat)
+                    tg.start_soon(self.pauses.watch)
                     tg.start_soon(self._recover)
                     tg.start_soon(self.submitter.run)
                     tg.start_soon(self.tracker.watchdog)
@@ -123,6 +130,15 @@ class Runner:
             if any(j.status in ACTIVE for j in jobs):
                 tg.start_soon(partial(self.tracker.poll_active, only_silent=False))
 
+    def _after_pause(self, seconds: float) -> None:
+        """The runner was paused: its lease first (a runner woken past it sends nothing), then a new stream
+        connection and a poll of every job in flight, instead of waiting for silence to say the same."""
+        self.keeper.confirm()
+        self.tracker.health.paused(time.monotonic(), seconds)
+        if self.listener is not None:
+            self.listener.reconnect()
+        self.tracker.poll_wanted.set()
+
     async def _settle_lost(self, group: list[JobState]) -> None:
         if await self.reconciler.reconcile(group, resubmit_undecidable=self.options.resubmit_unknown):
             self.submitter.wake()
@@ -145,7 +161,7 @@ class Runner:
                 cost_so_far=money.spent,
                 estimated_total=self.store.estimated_total(self.run.id),
                 concurrency=self.book.limit.limit,
-                stream_connected=bool(self.listener and self.listener.connected),
+                stream=self.tracker.health.mode.value,
                 bytes_downloaded=self.book.bytes_received,
             )
         )

@@ -229,7 +229,16 @@ class Store(JobTransitions):
             db.execute(
                 update(RUNS)
                 .where(RUNS.c.id == lease.run_id, RUNS.c.epoch == lease.epoch)
-                .values(owner=None, lease_until=None)
+                .values(owner=None, lease_until=None, stream_mode=None, stream_note=None)
+            )
+
+    def note_stream(self, lease: Lease, mode: str, note: str | None) -> None:
+        """Record what the holder's event stream is doing, for `status` (fenced; a no-op once taken over)."""
+        with self._write() as db:
+            db.execute(
+                update(RUNS)
+                .where(RUNS.c.id == lease.run_id, RUNS.c.epoch == lease.epoch)
+                .values(stream_mode=mode, stream_note=note)
             )
 
     # ---- reading jobs ------------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ class RunTable(SQLModel, table=True):
     epoch: int = 0  # the fencing token: every taking of the run increments it; writes of older epochs are refused
     lease_until: datetime | None = None  # the holder's lease ends here unless its heartbeat extends it
     budget: float | None = None  # USD: spent + reserved may never pass it (None: no budget)
+    stream_mode: str | None = None  # the holder's event stream: live, unproven, buffered, connecting, polling
+    stream_note: str | None = None  # why it is not live, when it is not
 
 
 class JobTable(SQLModel, table=True):

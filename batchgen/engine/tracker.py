@@ -1,6 +1,7 @@
 """Hearing how generations end: completion events, polls after every reconnect (the stream has no replay), a slow
-safety net for silent jobs, and timeouts. Everything the API says about a generation we own goes through
-`Tracker.observe`, which commits the matching transition."""
+safety net for silent jobs while the stream is live, polls on a learned schedule while it is not (buffered by a
+proxy, unproven, reconnecting: core/stream_health.py), and timeouts. Everything the API says about a generation we
+own goes through `Tracker.observe`, which commits the matching transition."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from anyio.abc import TaskGroup
 from batchgen.core.jobs import JobStatus
 from batchgen.core.lifecycle import JobEvent
 from batchgen.core.remote import RemoteGeneration, failure_class
+from batchgen.core.stream_health import PollSchedule, StreamHealth, StreamMode
 from batchgen.engine.book import ACTIVE, Halt, JobBook
 from batchgen.engine.client import OxenClient
 from batchgen.engine.options import RunOptions
@@ -23,6 +25,8 @@ from batchgen.errors import ApiError, ApiUnreachableError, AuthError
 
 NOT_FOUND_READS = 2  # reads that must agree a generation is gone before its job fails
 EARLY_EVENTS = 10_000  # completion events kept for an enqueue reply still on its way (bounded)
+TICK_S = 0.25  # how often the watchdog looks at the stream's health and at which jobs are due a poll
+LIST_FIRST = 3  # with this many jobs due at once, one list of the active rows spares a read per running job
 
 
 class Tracker:
@@ -45,6 +49,12 @@ class Tracker:
         self.poll_wanted = anyio.Event()
         self.unreachable_since: float | None = None
         self.tg: TaskGroup | None = None
+        self.health = StreamHealth(poll_only=options.poll_only, keepalive_period_s=options.keepalive_period)
+        self.schedule = PollSchedule(options.poll_first_after, options.poll_min_step)
+        self.sent_at: dict[int, float] = {}  # job id -> when this runner learned its generation (monotonic)
+        self.polled_at: dict[int, float] = {}  # job id -> its last poll on the schedule
+        self.reconnect: Callable[[], None] | None = None  # drops the event stream so it connects again
+        self._noted: tuple[StreamMode, str | None] | None = None
 
     # ---- what the API says -------------------------------------------------------------------------------
 
@@ -58,7 +68,9 @@ class Tracker:
         if remote.status == "processing" and job.status is JobStatus.QUEUED:
             self.store.mark_started(self.lease, job, remote)
             self.book.moved(job, JobStatus.PROCESSING)
-        elif remote.status == "succeeded":
+        elif remote.status in ("succeeded", "failed"):
+            self._learn_duration(job, remote)
+        if remote.status == "succeeded":
             job.download_url = remote.download_url or job.download_url
             job.result_url = remote.result_url or job.result_url
             # with downloads off the job is done now: one commit instead of two on the path that frees a slot
@@ -83,9 +95,24 @@ class Tracker:
                 remote=remote,
             )  # fmt: skip
             self.book.moved(job, JobStatus.CANCELLED)
+        if job.status not in ACTIVE:
+            self.sent_at.pop(job.id, None)
+            self.polled_at.pop(job.id, None)
+
+    def _learn_duration(self, job: JobState, remote: RemoteGeneration) -> None:
+        if remote.enqueued_at is not None and remote.completed_at is not None:
+            self.schedule.finished(job.media_type, (remote.completed_at - remote.enqueued_at).total_seconds())
+        elif job.id in self.sent_at:
+            self.schedule.finished(job.media_type, time.monotonic() - self.sent_at[job.id])
+
+    def _age_s(self, remote: RemoteGeneration) -> float | None:
+        """How long ago the generation finished, on the server's clock (None when unknown)."""
+        now = self.client.server_now()
+        return None if now is None or remote.completed_at is None else (now - remote.completed_at).total_seconds()
 
     async def adopted(self, job: JobState, remote: RemoteGeneration | None = None) -> None:
         """`job` just got its generation: apply what is already known of it (a reconciled row, an early event)."""
+        self.sent_at[job.id] = time.monotonic()
         self.not_found.pop(job.id, None)
         if remote is not None:
             await self.observe(remote)
@@ -94,7 +121,9 @@ class Tracker:
             await self.observe(early)
 
     async def on_event(self, remote: RemoteGeneration) -> None:
-        if remote.generation_id in self.book.by_generation:
+        job = self.book.by_generation.get(remote.generation_id)
+        if job is not None:
+            self.health.event(time.monotonic(), self._age_s(remote), news=job.status in ACTIVE)
             await self.observe(remote)
             return
         # maybe its enqueue reply is still on the way: keep it a while (bounded)
@@ -109,17 +138,55 @@ class Tracker:
     # ---- asking again ------------------------------------------------------------------------------------
 
     async def watchdog(self) -> None:
-        """Polls after reconnects, on a slow cadence for silent jobs (or always, in poll-only mode)."""
+        """Polls after reconnects and pauses; while the stream is not live, each job when the schedule says it is
+        due; while it is live, a slow safety net for silent jobs. Poll-only runs read every active job each
+        poll_interval."""
         options = self.options
-        interval = options.poll_interval if options.poll_only else max(0.05, options.silent_after / 2)
+        safety_every = max(0.05, options.silent_after / 2)
+        last_safety = time.monotonic()
         while True:
-            with anyio.move_on_after(interval):
+            with anyio.move_on_after(options.poll_interval if options.poll_only else min(TICK_S, safety_every)):
                 await self.poll_wanted.wait()
+            now = time.monotonic()
             everything = self.poll_wanted.is_set() or options.poll_only
             self.poll_wanted = anyio.Event()
-            await self.poll_active(only_silent=not everything)
+            self.health.check(now)
+            if self.reconnect is not None and self.health.probe_due(now):
+                self.reconnect()  # see whether a new connection delivers
+            self._note_stream()
+            if everything:
+                await self.poll_active(only_silent=False)
+            elif self.health.polls_needed:
+                await self.poll_due(now)
+            elif now - last_safety >= safety_every:
+                last_safety = now
+                await self.poll_active(only_silent=True)
             self._check_unreachable()
             self._check_timeouts()
+
+    def _note_stream(self) -> None:
+        """Keep the run's row saying what the stream is doing (for `status`), when that changes."""
+        mode = self.health.mode
+        note = None if mode.trusted or not self.health.reasons else self.health.reasons[-1]
+        if self._noted != (mode, note):
+            self._noted = (mode, note)
+            self.store.note_stream(self.lease, mode.value, note)
+
+    async def poll_due(self, now: float) -> None:
+        """Read the jobs the schedule says are due (the stream cannot be trusted to tell us)."""
+        due = [
+            j for j in self.book.jobs.values()
+            if j.status in ACTIVE and j.generation_id and j.id not in self.giving_up
+            and now >= self._due_at(j, now)
+        ]  # fmt: skip
+        if due:
+            for job in due:
+                self.polled_at[job.id] = now
+            await self._poll(due, list_first=len(due) >= LIST_FIRST)
+
+    def _due_at(self, job: JobState, now: float) -> float:
+        sent = self.sent_at.setdefault(job.id, now)  # a job this runner found in flight: from now on
+        return self.schedule.next_poll_at(job.media_type, sent, self.polled_at.get(job.id))
 
     async def poll_active(self, *, only_silent: bool) -> None:
         now = time.monotonic()
@@ -128,12 +195,18 @@ class Tracker:
             if j.status in ACTIVE and j.generation_id
             and (not only_silent or now - self.book.last_heard.get(j.id, 0.0) >= self.options.silent_after)
         ]  # fmt: skip
-        if not targets:
-            return
+        if targets:
+            await self._poll(targets, list_first=True)
+
+    async def _poll(self, targets: list[JobState], *, list_first: bool) -> None:
+        """Read `targets`: from one list of the active rows (per namespace) where `list_first`, then one by one
+        for those the list does not show (finished, or under the legacy API)."""
+        active: dict[str, RemoteGeneration] = {}
         try:
-            active = {g.generation_id: g for g in await self.client.list_queue()}
-            for namespace in sorted({j.namespace for j in targets if j.namespace}):
-                active.update({g.generation_id: g for g in await self.client.list_queue(namespace=namespace)})
+            if list_first:
+                active = {g.generation_id: g for g in await self.client.list_queue()}
+                for namespace in sorted({j.namespace for j in targets if j.namespace}):
+                    active.update({g.generation_id: g for g in await self.client.list_queue(namespace=namespace)})
         except AuthError as exc:
             raise Halt(exc) from exc
         except ApiError:
@@ -151,6 +224,8 @@ class Tracker:
             if remote is None:
                 self._not_found(job)
             elif remote.is_known_status:
+                if remote.status in ("succeeded", "failed") and job.status in ACTIVE:
+                    self.health.missed(time.monotonic(), self._age_s(remote))
                 await self.observe(remote)
 
     def _not_found(self, job: JobState) -> None:

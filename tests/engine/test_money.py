@@ -99,15 +99,15 @@ async def test_retry_failed_never_adopts_the_jobs_own_old_generation(tmp_path: P
 async def test_a_timed_out_generation_that_succeeded_meanwhile_is_kept_not_failed(tmp_path: Path) -> None:
     # the completion events never arrive and the safety net is far away: the job looks unfinished past its timeout,
     # while the API has finished (and charged) it. DELETE on a finished row answers 200 and does nothing.
-    # The runner checks timeouts on the safety net's cadence (silent_after / 2): its first round, 3 s in, finds both
-    # jobs past their 0.5 s timeout and not yet silent for 6 s, so it cancels them instead of polling them.
+    # Timeouts are checked every watchdog tick; no poll comes before the 0.5 s timeout (the safety net waits 6 s, and
+    # the unproven stream's first poll 60 s), so the runner cancels both jobs instead of polling them.
     faults = Faults(sse_drop_rate=1.0)
     with running_emulator(EmulatorConfig(seed=8, duration_s=0.05, faults=faults)) as emu:
         summary = await run_against(
             emu,
             write_manifest(tmp_path, ["slow ox 1", "slow ox 2"]),
             tmp_path,
-            options={"silent_after": 6.0, "job_timeout": 0.5},
+            options={"silent_after": 6.0, "job_timeout": 0.5, "poll_first_after": 60.0},
         )
         assert len(emu.ledger.dropped_events) == 2, "the completion events were dropped"
         assert sum(1 for r in emu.ledger.requests if r.method == "DELETE") == 2, "the timeout cancelled both"
