@@ -85,8 +85,8 @@ def test_poll_only_is_polling_whatever_happens() -> None:
 
 def test_the_schedule_starts_from_the_docs_cadence_then_learns_the_run() -> None:
     schedule = PollSchedule()
-    assert schedule.next_poll_at("image", 100.0, None) == 105.0
-    assert schedule.next_poll_at("video", 100.0, None) == 130.0
+    assert schedule.next_poll_at("image", 100.0, None) == 102.0
+    assert schedule.next_poll_at("video", 100.0, None) == 110.0
     for duration in [2.0] * 9 + [3.0]:
         schedule.finished("image", duration)
     assert schedule.typical_s("image") == 3.0  # the 90th percentile of what this run's images took

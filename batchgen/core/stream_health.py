@@ -146,7 +146,7 @@ class StreamHealth:
         self.reasons = [*self.reasons[-9:], reason]
 
 
-PRIORS_S = {"image": 5.0, "video": 30.0}  # before any job finished: the API docs' polling cadence
+PRIORS_S = {"image": 2.0, "video": 10.0}  # before any job finished: the API docs' quickest polling cadence
 MIN_STEP_S, MAX_STEP_S = 1.0, 30.0
 WINDOW = 50
 

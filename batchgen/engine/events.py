@@ -51,6 +51,7 @@ class EventListener:
         self.initial_attempts = initial_attempts
         self.connections = 0
         self.connected = False
+        self.ready = anyio.Event()  # set once connected, or once the first tries failed
         self._connection = anyio.CancelScope()
 
     def reconnect(self) -> None:
@@ -58,8 +59,9 @@ class EventListener:
         self._connection.cancel()
 
     async def listen(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run until cancelled. Signals `started` once connected (or, if the stream stays unavailable after a few
-        tries, started anyway: the runner then relies on polling until the stream comes back)."""
+        """Run until cancelled. Sets `ready` (and signals `started`) once connected, or after a few failed tries:
+        the runner then relies on polling until the stream comes back. A proxy that holds even the stream's
+        headers back never connects it: the runner waits on `ready` only briefly."""
         started = False
         failures = 0
         while True:
@@ -90,6 +92,7 @@ class EventListener:
                         if not started:
                             task_status.started()
                             started = True
+                        self.ready.set()
                         await self._read(response)
                 except AuthError:
                     raise
@@ -105,6 +108,7 @@ class EventListener:
             if not started and failures >= self.initial_attempts:
                 task_status.started()
                 started = True
+                self.ready.set()
             delay = min(self.backoff_max, self.backoff_initial * 2 ** min(failures - 1, 10))
             await anyio.sleep(delay * random.uniform(0.5, 1.0))
 

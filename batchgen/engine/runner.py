@@ -89,7 +89,11 @@ class Runner:
                             self.client, self.tracker.on_event, self.tracker.on_connect, self.tracker.health
                         )
                         self.tracker.reconnect = self.listener.reconnect
-                        await tg.start(self.listener.listen)  # connected before the first enqueue
+                        tg.start_soon(self.listener.listen)
+                        # connected before the first enqueue, unless connecting takes long (a proxy holding the
+                        # stream back): then the first jobs are polled for until the stream proves itself
+                        with anyio.move_on_after(self.options.stream_connect_wait):
+                            await self.listener.ready.wait()
                     tg.start_soon(self.keeper.heartbeat)
                     tg.start_soon(self.pauses.watch)
                     tg.start_soon(self._recover)

@@ -183,7 +183,6 @@ def test_through_nginx_streaming(certificates: Certificates, tmp_path: Path) -> 
     compare(tmp_path, certificates, "streaming")
 
 
-@pytest.mark.xfail(strict=True, raises=Stalled, reason="runner does not yet fall back from a buffered stream")
 def test_through_nginx_buffering_and_gzip(certificates: Certificates, tmp_path: Path) -> None:
     compare(tmp_path, certificates, "buffering")
 
