@@ -56,6 +56,8 @@ def status(
         "out_dir": info.out_dir,
         "base_url": info.base_url,
         "running": info.owner is not None,
+        "stream": info.stream_mode if info.owner is not None else None,
+        "stream_note": info.stream_note if info.owner is not None else None,
     }
     if as_json:
         stdout.print_json(json.dumps(data))
@@ -68,6 +70,8 @@ def status(
     if money.budget is not None:
         table.add_row("budget", f"${money.budget:.2f} (${money.left or 0.0:.2f} left)")
     table.add_row("files", info.out_dir)
+    if info.owner is not None and info.stream_mode:
+        table.add_row("stream", STREAM_MODES.get(info.stream_mode, info.stream_mode) + _because(info.stream_note))
     stdout.print(table)
     if unused:
         lead = f"{len(unused)} generation(s) of this run are paid for (or running) but no job uses them"
@@ -78,6 +82,19 @@ def status(
                 f": `batchgen unused {info.name} --download` fetches them",
             )
         )
+
+
+STREAM_MODES = {
+    "live": "live: completions arrive as events",
+    "unproven": "connected, nothing delivered yet: polling until it does",
+    "buffered": "buffered (a proxy holds it back): polling, probing the stream again later",
+    "connecting": "connecting: polling meanwhile",
+    "polling": "off (--poll-only): polling",
+}
+
+
+def _because(note: str | None) -> str:
+    return f" ({note})" if note else ""
 
 
 @app.command()

@@ -22,6 +22,8 @@ class RunInfo:
     created_at: datetime
     owner: str | None
     budget: float | None = None
+    stream_mode: str | None = None  # while held: the holder's event stream (live, buffered, polling, ...)
+    stream_note: str | None = None  # why it is not live
 
 
 @dataclass(frozen=True, slots=True)

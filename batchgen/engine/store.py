@@ -147,6 +147,8 @@ class Store(JobTransitions):
             created_at=as_utc(row.created_at) or row.created_at,
             owner=None if lease_is_over(row, utcnow()) else row.owner,
             budget=row.budget,
+            stream_mode=None if lease_is_over(row, utcnow()) else row.stream_mode,
+            stream_note=row.stream_note,
         )
 
     def list_runs(self) -> list[RunInfo]:

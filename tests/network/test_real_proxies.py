@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from batchgen.emulator import Account, EmulatorConfig, RunningEmulator, running_emulator
 from tests.kit import IMAGE_MODEL, assert_exactly_once, wait_for, write_manifest
 from tests.kit_processes import REPO, batchgen_cmd, env_with

@@ -2,6 +2,7 @@
 
     python -m tests.reliability.runner_entry run --manifest M --db DB --base-url URL --out DIR
     python -m tests.reliability.runner_entry resume --db DB --base-url URL
+    ... --option silent_after=600 (any RunOptions timing, repeated)
 
 (from the repository's root, which puts `tests` on the path; tests/kit_processes.entry_cmd does that.)
 
@@ -28,8 +29,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--out")
     parser.add_argument("--lease-seconds", type=float, default=30.0)
+    parser.add_argument("--option", action="append", default=[], help="NAME=SECONDS: a RunOptions timing")
     args = parser.parse_args(argv)
-    options = {**FAST, "lease_seconds": args.lease_seconds}
+    options: dict[str, object] = {**FAST, "lease_seconds": args.lease_seconds}
+    for assignment in args.option:
+        name, _, value = assignment.partition("=")
+        options[name] = float(value)
     try:
         if args.command == "run":
             summary = api.run(
