@@ -279,7 +279,8 @@ class OxenClient:
         async with partial:
             for _hop in range(6):
                 self.requests_sent += 1
-                headers = self.auth_headers(url)
+                # identity: a compressed body would make Content-Length and Range count other bytes than the file's
+                headers = {"Accept-Encoding": "identity", **self.auth_headers(url)}
                 if partial.size:
                     headers["Range"] = f"bytes={partial.size}-"
                 try:
@@ -289,12 +290,16 @@ class OxenClient:
                             continue
                         if response.status_code == 416:
                             await response.aread()
-                            await partial.restart()  # our part is not a prefix of this file: start again
-                            raise ServerError(f"download of {dest.name}: range not satisfiable; starting over")
-                        if response.status_code >= 400:
-                            await response.aread()
-                            _raise_for(response, "download")
-                        await _receive(response, partial, on_bytes)
+                            _, total = _content_range(response.headers.get("content-range", ""))
+                            if total is None or total != partial.size:
+                                await partial.restart()  # our part is not a prefix of this file: start again
+                                raise ServerError(f"download of {dest.name}: range not satisfiable; starting over")
+                            # the part is the whole file already (its writer died before the rename): finish it
+                        else:
+                            if response.status_code >= 400:
+                                await response.aread()
+                                _raise_for(response, "download")
+                            await _receive(response, partial, on_bytes)
                 except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                     raise ApiUnreachableError(f"cannot reach {urlsplit(url).hostname} for a download") from exc
                 except httpx.TransportError as exc:
@@ -346,13 +351,13 @@ async def _receive(response: httpx.Response, partial: PartialFile, on_bytes: Cal
 
 
 def _content_range(value: str) -> tuple[int | None, int | None]:
-    """`bytes START-END/TOTAL` -> (START, TOTAL); None for what is missing or unreadable."""
+    """`bytes START-END/TOTAL` -> (START, TOTAL), `bytes */TOTAL` -> (None, TOTAL); None for what is missing."""
     unit, _, spec = value.strip().partition(" ")
     span, _, total = spec.partition("/")
     first = span.partition("-")[0]
-    if unit.lower() != "bytes" or not first.isdigit():
+    if unit.lower() != "bytes":
         return None, None
-    return int(first), int(total) if total.isdigit() else None
+    return int(first) if first.isdigit() else None, int(total) if total.isdigit() else None
 
 
 def _looks_like_media(head: bytes) -> bool:

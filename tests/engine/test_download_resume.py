@@ -213,3 +213,20 @@ async def test_a_part_that_is_not_a_prefix_of_the_file_is_refused_and_fetched_ag
     assert [(d.status, d.range_start) for d in records] == [(416, SIZE + 4), (200, None)]
     assert digest == sha256_of(dest) == served and size == SIZE
     assert not part.exists()
+
+
+async def test_a_part_that_is_already_the_whole_file_is_finished_without_fetching_it_again(tmp_path: Path) -> None:
+    # its writer died between the last byte and the rename: the server says 416 with the file's size, which is ours
+    with running_emulator(config(result_size_bytes=SIZE)) as emu:
+        async with finished_image(emu) as (client, gid, url):
+            whole = (await client.http.get(url)).content
+            dest = tmp_path / "ox.png"
+            part = partial_path(dest, gid)
+            part.write_bytes(whole)
+            before = len(emu.ledger.downloads_of(gid))
+            digest, size = await client.download(url, dest, generation_id=gid)
+        records = emu.ledger.downloads_of(gid)[before:]
+        served = emu.ledger.served_sha256[gid]
+    assert [(d.status, d.range_start) for d in records] == [(416, SIZE)]
+    assert digest == sha256_of(dest) == served and size == SIZE
+    assert not part.exists()
