@@ -46,13 +46,22 @@ def run(
         bool, typer.Option("--poll-only", help="Track completions by polling, without the event stream.")
     ] = False,
     submit_rate: SubmitRateOption = 10.0,
+    time_scale: Annotated[
+        float,
+        typer.Option(
+            "--time-scale",
+            min=0.0001,
+            max=1.0,
+            help="With --emulate: how fast the emulated API works (0.01: a 5-minute clip takes 3 s; 1: real time).",
+        ),
+    ] = 0.01,
 ) -> None:
     """Plan, then run a manifest. Running it again continues the same run; finished jobs are never redone."""
     summary = _run_with_signals(
         lambda view: run_async(
-            manifest, db=db, base_url=base_url, emulate=emulate, concurrency=concurrency, out=out, max_cost=max_cost,
-            retry_failed=retry_failed, download=not no_download, poll_only=poll_only, on_progress=view,
-            submit_rate=submit_rate,
+            manifest, db=db, base_url=base_url, emulate=emulate, time_scale=time_scale, concurrency=concurrency,
+            out=out, max_cost=max_cost, retry_failed=retry_failed, download=not no_download, poll_only=poll_only,
+            on_progress=view, submit_rate=submit_rate,
         )
     )  # fmt: skip
     _finish(summary, db, None if summary else _run_name_of(manifest))
