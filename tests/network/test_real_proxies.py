@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,13 +164,23 @@ def run_poller(path: Route, directory: Path) -> Measured:
     return Measured("plain poller", seconds, requests_received(path.emu))
 
 
-def compare(tmp_path: Path, certs: Certificates, mode: Mode, *, forward_proxy: bool = False) -> Measured:
-    """Run the poller, then batchgen, each on its own route; batchgen must be no slower and no chattier."""
+def compare(
+    tmp_path: Path,
+    certs: Certificates,
+    mode: Mode,
+    *,
+    forward_proxy: bool = False,
+    inspect: Callable[[Route], None] | None = None,
+) -> Measured:
+    """Run the poller, then batchgen, each on its own route; batchgen must be no slower and no chattier.
+    `inspect` looks at batchgen's route (its proxies' logs) before it is torn down."""
     with route(tmp_path / "poller", certs, mode, forward_proxy=forward_proxy) as path:
         poller = run_poller(path, tmp_path / "poller")
     limit = time_limit(poller)
     with route(tmp_path / "batchgen", certs, mode, forward_proxy=forward_proxy) as path:
         ours = run_batchgen(path, tmp_path / "batchgen", timeout=limit + BEYOND_LIMIT_S)
+        if inspect is not None:
+            inspect(path)
     print(f"{mode}{' via tinyproxy' if forward_proxy else ''}: {ours}; {poller}")
     assert ours.seconds <= limit, f"{ours}; {poller}: over the limit of {limit:.2f} s"
     assert ours.per_job <= poller.per_job, f"{ours}; {poller}"
@@ -185,23 +195,24 @@ def test_through_nginx_buffering_and_gzip(certificates: Certificates, tmp_path: 
     compare(tmp_path, certificates, "buffering")
 
 
-def test_through_forward_proxy_https_proxy(certificates: Certificates, tmp_path: Path) -> None:
-    compare(tmp_path, certificates, "streaming", forward_proxy=True)
+def test_through_forward_proxy_https_proxy_and_the_key_never_reaches_it_in_clear(
+    certificates: Certificates, tmp_path: Path
+) -> None:
+    compare(tmp_path, certificates, "streaming", forward_proxy=True, inspect=key_stayed_in_the_tunnel)
 
 
-def test_the_key_never_reaches_the_forward_proxy_in_clear(certificates: Certificates, tmp_path: Path) -> None:
-    with route(tmp_path / "run", certificates, "streaming", forward_proxy=True) as path:
-        run_batchgen(path, tmp_path / "run", timeout=60)
-        assert path.proxy is not None
-        log = path.proxy.log()
-        requests = re.findall(r"Request \(file descriptor \d+\): (\S+) (\S+)", log)
-        assert requests, log
-        # only tunnels, all to nginx: no request went through the proxy as plain HTTP it could read
-        assert set(requests) == {("CONNECT", f"127.0.0.1:{path.site.port}")}, log
-        assert KEY not in log and "authorization" not in log.lower() and "bearer" not in log.lower(), log
-        # and what went through the tunnels arrived, over TLS, at nginx
-        access = path.site.access_log()
-        assert len(re.findall(r'"POST /api/ai/queue HTTP/1\.1" 200 ', access)) == JOBS, access
-        # nginx logs the stream once it has seen the client go
-        wait_for(lambda: '"GET /api/events HTTP/1.1" 200 ' in path.site.access_log(), what="the stream in nginx's log")
-        assert KEY not in path.site.access_log()
+def key_stayed_in_the_tunnel(path: Route) -> None:
+    """The proxy saw only CONNECTs to nginx, never the key; nginx received the requests over TLS."""
+    assert path.proxy is not None
+    log = path.proxy.log()
+    requests = re.findall(r"Request \(file descriptor \d+\): (\S+) (\S+)", log)
+    assert requests, log
+    # only tunnels, all to nginx: no request went through the proxy as plain HTTP it could read
+    assert set(requests) == {("CONNECT", f"127.0.0.1:{path.site.port}")}, log
+    assert KEY not in log and "authorization" not in log.lower() and "bearer" not in log.lower(), log
+    # and what went through the tunnels arrived, over TLS, at nginx
+    access = path.site.access_log()
+    assert len(re.findall(r'"POST /api/ai/queue HTTP/1\.1" 200 ', access)) == JOBS, access
+    # nginx logs the stream once it has seen the client go
+    wait_for(lambda: '"GET /api/events HTTP/1.1" 200 ' in path.site.access_log(), what="the stream in nginx's log")
+    assert KEY not in path.site.access_log()
