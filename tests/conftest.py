@@ -59,3 +59,12 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test (tests/kit_postgres.py)."""
+    from tests.kit_postgres import fresh_database
+
+    with fresh_database() as url:
+        yield url

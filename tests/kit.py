@@ -138,11 +138,12 @@ FAST = {
 
 async def run_against(emu: RunningEmulator, manifest: Path, tmp_path: Path, **kwargs: Any) -> RunSummary:
     """`batchgen run MANIFEST` through the Python API on `emu`, with FAST timings (override with options={...})
-    and FAST_RETRY (or retry=...); the database is TMP_PATH/state/batchgen.db, the files go to TMP_PATH/out."""
+    and FAST_RETRY (or retry=...); the database is TMP_PATH/state/batchgen.db (or db=, a path or a PostgreSQL
+    URL), the files go to TMP_PATH/out."""
     options = {**FAST, **kwargs.pop("options", {})}
     return await run_async(
         manifest,
-        db=tmp_path / "state" / "batchgen.db",
+        db=kwargs.pop("db", tmp_path / "state" / "batchgen.db"),
         base_url=emu.base_url,
         api_key=kwargs.pop("api_key", emu.api_key),
         out=tmp_path / "out",
@@ -160,7 +161,7 @@ async def interrupt_when(work: Callable[[], Coroutine[Any, Any, object]], ready:
         tg.cancel_scope.cancel()
 
 
-def job_rows(db: Path) -> list[JobRow]:
+def job_rows(db: Path | str) -> list[JobRow]:
     """Every job of the database's latest run."""
     store = Store.open(db, create=False)
     try:
@@ -169,7 +170,7 @@ def job_rows(db: Path) -> list[JobRow]:
         store.close()
 
 
-def assert_exactly_once(emu: RunningEmulator, db: Path, *, allow_failed: bool = False) -> list[JobRow]:
+def assert_exactly_once(emu: RunningEmulator, db: Path | str, *, allow_failed: bool = False) -> list[JobRow]:
     """Every job ended once, no generation was created twice for a job, every file is what the emulator served."""
     rows = job_rows(db)
     statuses = {r.status for r in rows}

@@ -6,12 +6,25 @@ Never edit a released migration; add the next one. `tables.py` must always equal
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from sqlalchemy import Connection, text
 
 Migration = Callable[[Connection], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def ddl(db: Connection, statement: str) -> None:
+    """Run a migration's statement, written in SQLite's words, on this connection's database: on PostgreSQL an
+    integer primary key is a SERIAL, a DATETIME a TIMESTAMP WITH TIME ZONE, and INSERT OR IGNORE an
+    INSERT ... ON CONFLICT DO NOTHING. SQLite runs the text exactly as it always did."""
+    if db.dialect.name == "postgresql":
+        statement = statement.replace("INTEGER PRIMARY KEY", "SERIAL PRIMARY KEY")
+        statement = re.sub(r"\bDATETIME\b", "TIMESTAMP WITH TIME ZONE", statement)
+        if "INSERT OR IGNORE INTO" in statement:
+            statement = statement.replace("INSERT OR IGNORE INTO", "INSERT INTO") + " ON CONFLICT DO NOTHING"
+    db.execute(text(statement))
 
 
 def migration(fn: Migration) -> Migration:
@@ -21,8 +34,9 @@ def migration(fn: Migration) -> Migration:
 
 @migration
 def m001_initial(db: Connection) -> None:
-    db.execute(
-        text(
+    ddl(
+        db,
+        (
             """
             CREATE TABLE runs (
                 id INTEGER PRIMARY KEY,
@@ -37,11 +51,12 @@ def m001_initial(db: Connection) -> None:
                 owner VARCHAR,
                 heartbeat_at DATETIME
             )"""
-        )
+        ),
     )
-    db.execute(text("CREATE INDEX ix_runs_name ON runs (name)"))
-    db.execute(
-        text(
+    ddl(db, ("CREATE INDEX ix_runs_name ON runs (name)"))
+    ddl(
+        db,
+        (
             """
             CREATE TABLE jobs (
                 id INTEGER PRIMARY KEY,
@@ -72,21 +87,22 @@ def m001_initial(db: Connection) -> None:
                 updated_at DATETIME NOT NULL,
                 UNIQUE (run_id, key)
             )"""
-        )
+        ),
     )
-    db.execute(text("CREATE INDEX ix_jobs_run_id ON jobs (run_id)"))
-    db.execute(text("CREATE INDEX ix_jobs_status ON jobs (status)"))
-    db.execute(text("CREATE INDEX ix_jobs_generation_id ON jobs (generation_id)"))
+    ddl(db, ("CREATE INDEX ix_jobs_run_id ON jobs (run_id)"))
+    ddl(db, ("CREATE INDEX ix_jobs_status ON jobs (status)"))
+    ddl(db, ("CREATE INDEX ix_jobs_generation_id ON jobs (generation_id)"))
 
 
 @migration
 def m002_money_ledger(db: Connection) -> None:
     """Fenced ownership (epoch, lease_until), the run's own budget, and the ledger of every generation."""
-    db.execute(text("ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
-    db.execute(text("ALTER TABLE runs ADD COLUMN lease_until DATETIME"))
-    db.execute(text("ALTER TABLE runs ADD COLUMN budget FLOAT"))
-    db.execute(
-        text(
+    ddl(db, ("ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
+    ddl(db, ("ALTER TABLE runs ADD COLUMN lease_until DATETIME"))
+    ddl(db, ("ALTER TABLE runs ADD COLUMN budget FLOAT"))
+    ddl(
+        db,
+        (
             """
             CREATE TABLE generations (
                 generation_id VARCHAR PRIMARY KEY,
@@ -103,15 +119,16 @@ def m002_money_ledger(db: Connection) -> None:
                 result_url VARCHAR,
                 updated_at DATETIME NOT NULL
             )"""
-        )
+        ),
     )
-    db.execute(text("CREATE INDEX ix_generations_run_id ON generations (run_id)"))
-    db.execute(text("CREATE INDEX ix_generations_job_id ON generations (job_id)"))
+    ddl(db, ("CREATE INDEX ix_generations_run_id ON generations (run_id)"))
+    ddl(db, ("CREATE INDEX ix_generations_job_id ON generations (job_id)"))
     # every generation a job ever had is in the ledger: backfill what older databases knew. The unfenced matching
     # of older versions could give one generation to two jobs: the first keeps it (OR IGNORE), and the database
     # still opens
-    db.execute(
-        text(
+    ddl(
+        db,
+        (
             """
             INSERT OR IGNORE INTO generations (generation_id, run_id, job_id, model, request_json, how, seen_at,
                                                enqueued_at, remote_status, estimated_cost, cost, result_url,
@@ -123,15 +140,15 @@ def m002_money_ledger(db: Connection) -> None:
                                WHEN 'cancelled' THEN 'cancelled' ELSE status END,
                    estimated_cost, cost, result_url, updated_at
             FROM jobs WHERE generation_id IS NOT NULL"""
-        )
+        ),
     )
 
 
 @migration
 def m003_stream_state(db: Connection) -> None:
     """What the holder's event stream is doing (live, buffered, polling) and why, for `status`."""
-    db.execute(text("ALTER TABLE runs ADD COLUMN stream_mode VARCHAR"))
-    db.execute(text("ALTER TABLE runs ADD COLUMN stream_note VARCHAR"))
+    ddl(db, ("ALTER TABLE runs ADD COLUMN stream_mode VARCHAR"))
+    ddl(db, ("ALTER TABLE runs ADD COLUMN stream_note VARCHAR"))
 
 
 def apply_migrations(db: Connection) -> list[str]:
@@ -140,7 +157,7 @@ def apply_migrations(db: Connection) -> list[str]:
     The caller's transaction must be a real one (the store begins it with BEGIN IMMEDIATE), so a crash half-way
     leaves the database as it was, and a second process opening a new database at the same moment waits for the
     first and then finds every migration applied."""
-    db.execute(text("CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at DATETIME)"))
+    ddl(db, ("CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at DATETIME)"))
     done = {row[0] for row in db.execute(text("SELECT name FROM schema_migrations"))}
     applied = []
     for name, fn in MIGRATIONS:

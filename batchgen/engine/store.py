@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event, func, insert, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlmodel import create_engine
 
 from batchgen.core.jobs import JobRow, JobStatus
@@ -30,6 +30,7 @@ from batchgen.core.remote import REMOTE_TERMINAL
 from batchgen.engine.holders import identity, lease_is_over, lease_lost, refuse_if_held
 from batchgen.engine.ledger import GENERATIONS, JOBS, RUNS, ledger_row, money_of, unused_query
 from batchgen.engine.migrations import apply_migrations
+from batchgen.engine.postgres import is_database_url, lock_for_writing, postgres_engine, postgres_error, shown
 from batchgen.engine.records import JobState, Lease, NewJob, RunInfo
 from batchgen.engine.sqlite import as_utc, on_begin, on_connect, pragma, state_error, utcnow
 from batchgen.engine.transitions import JobTransitions, apply_event
@@ -57,14 +58,22 @@ __all__ = [
 class Store(JobTransitions):
     """Runs, jobs and the generation ledger in one SQLite file."""
 
-    def __init__(self, engine: Engine, path: Path) -> None:
+    def __init__(self, engine: Engine, path: Path | str) -> None:
         self.engine = engine
-        self.path = path
+        self.path = path  # a SQLite file, or a PostgreSQL URL
+        self.where = shown(path) if isinstance(path, str) else str(path)  # for messages: never a password
+        self.postgres = engine.dialect.name == "postgresql"
 
     @classmethod
-    def open(cls, path: Path | str, *, create: bool = True) -> Store:
-        """Open (and migrate, atomically) the database at `path`; with create=False a missing file is an error."""
-        path = Path(path)
+    def open(cls, location: Path | str, *, create: bool = True) -> Store:
+        """Open (and migrate, atomically) the database: a SQLite file (with create=False a missing file is an
+        error), or a PostgreSQL URL (`postgresql://user@host:5432/db`; the database itself must exist)."""
+        if isinstance(location, str) and is_database_url(location):
+            store = cls(postgres_engine(location), location)
+            with store._write() as db:
+                apply_migrations(db)
+            return store
+        path = Path(location)
         if not path.exists():
             if not create:
                 raise StateError(f"no state database at {path} (run `batchgen run MANIFEST` first, or pass --db)")
@@ -135,8 +144,8 @@ class Store(JobTransitions):
         if row is None:
             if name:
                 known = ", ".join(r.name for r in self.list_runs()[:10]) or "none"
-                raise StateError(f"no run named {name!r} in {self.path} (runs: {known})")
-            raise StateError(f"no runs in {self.path} yet (start one with `batchgen run MANIFEST`)")
+                raise StateError(f"no run named {name!r} in {self.where} (runs: {known})")
+            raise StateError(f"no runs in {self.where} yet (start one with `batchgen run MANIFEST`)")
         return RunInfo(
             id=row.id,
             name=row.name,
@@ -202,7 +211,7 @@ class Store(JobTransitions):
         fencing token: the previous holder's writes are refused from now on."""
         me = identity()
         now = utcnow()
-        with self._write() as db:
+        with self._write(run_id=run_id) as db:
             row = db.execute(select(RUNS).where(RUNS.c.id == run_id)).one()
             refuse_if_held(row, now)
             epoch = int(row.epoch or 0) + 1
@@ -328,15 +337,23 @@ class Store(JobTransitions):
             return str(db.execute(select(RUNS.c.name).where(RUNS.c.id == run_id)).scalar_one())
 
     @contextmanager
-    def _write(self, *, durable: bool = False) -> Iterator[Connection]:
-        """One committed BEGIN IMMEDIATE transaction; SQLite's failures become StateError.
+    def _write(self, *, durable: bool = False, run_id: int | None = None) -> Iterator[Connection]:
+        """One committed write transaction; the database's failures become StateError.
 
-        durable=True commits with synchronous=FULL (fsync of the WAL before returning): for writes that must
-        survive a power cut. The level is set on the connection outside the transaction, and put back after."""
+        SQLite: BEGIN IMMEDIATE (writers queue on the database's one lock). durable=True commits with
+        synchronous=FULL (fsync of the WAL before returning): for writes that must survive a power cut. The level is
+        set on the connection outside the transaction, and put back after.
+        PostgreSQL: the run's advisory lock (or the global one, for writes that are no run's) for the whole
+        transaction, so writers of one run decide one after the other, as on SQLite; every commit is durable."""
+        if self.postgres:
+            with self._postgres_write(run_id) as db:
+                yield db
+            return
+        path = Path(self.path)
         try:
             conn = self.engine.connect()
         except OperationalError as exc:
-            raise state_error(self.path, exc) from exc
+            raise state_error(path, exc) from exc
         try:
             if durable:
                 pragma(conn, "PRAGMA synchronous=FULL")
@@ -344,7 +361,7 @@ class Store(JobTransitions):
             with conn.begin():
                 yield conn
         except OperationalError as exc:
-            raise state_error(self.path, exc) from exc
+            raise state_error(path, exc) from exc
         finally:
             try:
                 if durable:
@@ -353,9 +370,20 @@ class Store(JobTransitions):
                 conn.close()
 
     @contextmanager
+    def _postgres_write(self, run_id: int | None) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                lock_for_writing(conn, run_id)
+                yield conn
+        except DBAPIError as exc:
+            if isinstance(exc, IntegrityError):
+                raise
+            raise postgres_error(str(self.path), exc) from exc
+
+    @contextmanager
     def _fenced(self, lease: Lease, *, durable: bool = False) -> Iterator[Connection]:
         """A write transaction that first proves the lease still holds the run (LeaseLostError otherwise)."""
-        with self._write(durable=durable) as db:
+        with self._write(durable=durable, run_id=lease.run_id) as db:
             epoch = db.execute(select(RUNS.c.epoch).where(RUNS.c.id == lease.run_id)).scalar()
             if epoch != lease.epoch:
                 raise lease_lost()

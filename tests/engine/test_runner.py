@@ -114,6 +114,17 @@ async def test_exactly_once_under_fault(tmp_path: Path, case: str) -> None:
     assert summary.exit_code in (0, 1)
 
 
+@pytest.mark.parametrize("case", ["everything at once", "lost enqueue replies"])
+async def test_exactly_once_under_fault_on_postgres(tmp_path: Path, postgres_url: str, case: str) -> None:
+    # the same store code on the other back end: a run, its reconciliation of lost replies, the ledger
+    faults = KNOBS[case]
+    with running_emulator(config(faults)) as emu:
+        summary = await run_against(emu, write_manifest(tmp_path, 10), tmp_path, db=postgres_url)
+        assert_fired(emu, *FIRED.get(case, ("lost_reply_rate",)))
+        assert_exactly_once(emu, postgres_url, allow_failed=faults.fail_rate > 0)
+    assert summary.exit_code in (0, 1)
+
+
 async def test_stuck_generations_time_out_are_cancelled_and_the_run_ends(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path, 6)
     with running_emulator(config(Faults(stuck_rate=0.5))) as emu:

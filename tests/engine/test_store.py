@@ -1,8 +1,9 @@
 """The state database: schema and migrations, the fenced lease, the lifecycle applied in SQL, the budget, the
 ledger, and reconciliation's adoption of orphans.
 
-Setup writes a job's status (and ledger rows) straight into the database with sqlite3: that is arranging the
-state under test, never patching the code under test.
+Setup writes a job's status (and ledger rows) straight into the database with its driver (sqlite3, or psycopg):
+that is arranging the state under test, never patching the code under test. The tests that take the `fresh` or
+`shared` store run on both back ends: a SQLite file, and a PostgreSQL database of their own.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,22 @@ _unique = itertools.count()
 # ---- helpers -----------------------------------------------------------------------------------------------
 
 
-def _open(tmp_path: Path, name: str = "r", *, budget: float | None = None) -> tuple[Store, int]:
-    store = Store.open(tmp_path / "s" / "batchgen.db")
+def _open(tmp_path: Path, name: str = "r", *, budget: float | None = None, at: str | None = None) -> tuple[Store, int]:
+    store = Store.open(at or tmp_path / "s" / "batchgen.db")
     run = _run(store, name, budget=budget)
     return store, run
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    """Where a test's store lives: None for a SQLite file under tmp_path, else a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    from tests.kit_postgres import fresh_database
+
+    with fresh_database() as url:
+        yield url
 
 
 def _run(store: Store, name: str, *, budget: float | None = None) -> int:
@@ -62,7 +75,8 @@ def _run(store: Store, name: str, *, budget: float | None = None) -> int:
 
 
 @pytest.fixture
-def fresh(tmp_path: Path) -> Iterator[tuple[Store, Lease]]:
+def fresh_sqlite(tmp_path: Path) -> Iterator[tuple[Store, Lease]]:
+    """SQLite only: for what is SQLite's own (synchronous levels, file permissions)."""
     store, run_id = _open(tmp_path)
     try:
         yield store, store.acquire_run(run_id)
@@ -70,29 +84,47 @@ def fresh(tmp_path: Path) -> Iterator[tuple[Store, Lease]]:
         store.close()
 
 
-def _sql(path: Path, statement: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+@pytest.fixture
+def fresh(tmp_path: Path, location: str | None) -> Iterator[tuple[Store, Lease]]:
+    store, run_id = _open(tmp_path, at=location)
+    try:
+        yield store, store.acquire_run(run_id)
+    finally:
+        store.close()
+
+
+def _sql(path: Path | str, statement: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(path, str):  # PostgreSQL: the same statement with the driver's placeholders
+        import psycopg
+
+        with psycopg.connect(path.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as pg:
+            cursor = pg.execute(statement.replace("?", "%s"), args)  # type: ignore[arg-type]
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
     with closing(sqlite3.connect(path)) as con:
         con.execute("PRAGMA synchronous=OFF")  # setup and inspection need no fsync
         with con:
             return con.execute(statement, args).fetchall()
 
 
-def _dump(path: Path) -> list[str]:
-    """Everything in the database, as SQL text: two equal dumps mean nothing changed."""
+def _dump(path: Path | str) -> list[str]:
+    """Everything in the database, as text: two equal dumps mean nothing changed."""
+    if isinstance(path, str):
+        tables = ("runs", "jobs", "generations")
+        return [repr(row) for t in tables for row in _sql(path, f"SELECT * FROM {t} ORDER BY 1")]
     with closing(sqlite3.connect(path)) as con:
         return list(con.iterdump())
 
 
-def _job_row(path: Path, job_id: int) -> tuple[Any, ...]:
+def _job_row(path: Path | str, job_id: int) -> tuple[Any, ...]:
     (row,) = _sql(path, "SELECT * FROM jobs WHERE id = ?", (job_id,))
     return row
 
 
-def _status(path: Path, job_id: int) -> str:
+def _status(path: Path | str, job_id: int) -> str:
     return str(_sql(path, "SELECT status FROM jobs WHERE id = ?", (job_id,))[0][0])
 
 
-def _ledger_ids(path: Path) -> set[str]:
+def _ledger_ids(path: Path | str) -> set[str]:
     return {r[0] for r in _sql(path, "SELECT generation_id FROM generations")}
 
 
@@ -127,22 +159,21 @@ def _one_in_each_status(store: Store, lease: Lease) -> dict[JobStatus, JobState]
     the ledger too."""
     specs = {status: JobSpec("m", {"prompt": f"p{next(_unique)}", "seconds": "4"}) for status in JobStatus}
     store.add_jobs(lease, [NewJob(spec, estimated_cost=1.0) for spec in specs.values()])
-    with closing(sqlite3.connect(store.path)) as con:
-        con.execute("PRAGMA synchronous=OFF")
-        with con:
-            for status, spec in specs.items():
-                gid = f"g-{spec.key}" if status in HAS_GENERATION else None
-                con.execute(
-                    "UPDATE jobs SET status = ?, generation_id = ? WHERE run_id = ? AND key = ?",
-                    (status.value, gid, lease.run_id, spec.key),
-                )
-                if gid:
-                    con.execute(
-                        "INSERT INTO generations (generation_id, run_id, job_id, model, request_json, how, seen_at,"
-                        " remote_status, estimated_cost, updated_at) SELECT ?, run_id, id, 'm', '{}', 'enqueued', ?,"
-                        " 'queued', 1.0, ? FROM jobs WHERE run_id = ? AND key = ?",
-                        (gid, LONG_AGO, LONG_AGO, lease.run_id, spec.key),
-                    )
+    for status, spec in specs.items():
+        gid = f"g-{spec.key}" if status in HAS_GENERATION else None
+        _sql(
+            store.path,
+            "UPDATE jobs SET status = ?, generation_id = ? WHERE run_id = ? AND key = ?",
+            (status.value, gid, lease.run_id, spec.key),
+        )
+        if gid:
+            _sql(
+                store.path,
+                "INSERT INTO generations (generation_id, run_id, job_id, model, request_json, how, seen_at,"
+                " remote_status, estimated_cost, updated_at) SELECT ?, run_id, id, 'm', '{}', 'enqueued', ?,"
+                " 'queued', 1.0, ? FROM jobs WHERE run_id = ? AND key = ?",
+                (gid, LONG_AGO, LONG_AGO, lease.run_id, spec.key),
+            )
     by_key = {
         j.key: j for j in store.load_jobs(lease.run_id, list(JobStatus)) if j.key in {s.key for s in specs.values()}
     }
@@ -151,7 +182,7 @@ def _one_in_each_status(store: Store, lease: Lease) -> dict[JobStatus, JobState]
     return jobs
 
 
-def _ledger(path: Path, run_id: int, gid: str, job_id: int | None, remote_status: str, **extra: Any) -> None:
+def _ledger(path: Path | str, run_id: int, gid: str, job_id: int | None, remote_status: str, **extra: Any) -> None:
     values = {
         "generation_id": gid,
         "run_id": run_id,
@@ -328,8 +359,8 @@ def test_unknown_run_names_the_known_ones(fresh: tuple[Store, Lease]) -> None:
     assert store.get_run(None).name == "r"
 
 
-def test_the_intent_is_fsynced_and_later_transitions_are_not(fresh: tuple[Store, Lease]) -> None:
-    store, lease = fresh
+def test_the_intent_is_fsynced_and_later_transitions_are_not(fresh_sqlite: tuple[Store, Lease]) -> None:
+    store, lease = fresh_sqlite
     job = _add(store, lease)
     levels: list[int] = []
 
@@ -397,14 +428,22 @@ def test_every_event_has_an_action() -> None:
     assert set(ACTIONS) == set(JobEvent)
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, Lease]]:
-    """One database for the whole matrix: every case works on a job of its own."""
-    store = Store.open(tmp_path_factory.mktemp("matrix") / "batchgen.db")
-    try:
-        yield store, store.acquire_run(_run(store, "matrix"), lease_seconds=3600)
-    finally:
-        store.close()
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, Lease]]:
+    """One database for the whole matrix (per back end): every case works on a job of its own."""
+    from tests.kit_postgres import fresh_database
+
+    with fresh_database() if request.param == "postgres" else _nothing() as url:
+        store = Store.open(url or tmp_path_factory.mktemp("matrix") / "batchgen.db")
+        try:
+            yield store, store.acquire_run(_run(store, "matrix"), lease_seconds=3600)
+        finally:
+            store.close()
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield None
 
 
 @pytest.mark.parametrize("event_", list(JobEvent), ids=lambda e: e.value)

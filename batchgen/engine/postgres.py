@@ -1,0 +1,53 @@
+"""PostgreSQL as batchgen uses it: psycopg 3 through SQLAlchemy, one transaction per write, and the writes that
+decide on money or ownership serialised per run by a transaction-scoped advisory lock (the same guarantee SQLite's
+BEGIN IMMEDIATE gives: a writer decides on what no other writer can change under it). Claims of pending jobs do
+not need it: they use `FOR UPDATE SKIP LOCKED`. Failures are told as StateError, never with the password."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, Engine, create_engine, make_url, text
+from sqlalchemy.exc import DBAPIError
+
+from batchgen.errors import StateError
+
+LOCK_SPACE = 0x6267  # "bg": the first key of every advisory lock batchgen takes
+GLOBAL_LOCK = 0  # the second key for writes that are not one run's (creating runs, migrations)
+
+
+def is_database_url(text: str) -> bool:
+    """A PostgreSQL URL (`postgresql://user@host:5432/db`), as opposed to a SQLite file's path."""
+    return text.split("://", 1)[0].lower() in ("postgresql", "postgres", "postgresql+psycopg")
+
+
+def postgres_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # sqlalchemy raises ArgumentError for a malformed URL
+        raise StateError(f"cannot read the database URL {shown(url)}: {exc}") from None
+    parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        import psycopg  # noqa: F401  (an optional extra: say how to get it)
+    except ImportError:
+        raise StateError("a PostgreSQL database needs psycopg: pip install 'batchgen[postgres]'") from None
+    return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def lock_for_writing(conn: Connection, run_id: int | None) -> None:
+    """Inside a transaction: wait for the run's write lock (or the global one), held until commit or rollback."""
+    conn.execute(
+        text("SELECT pg_advisory_xact_lock(:space, :key)"),
+        {"space": LOCK_SPACE, "key": GLOBAL_LOCK if run_id is None else int(run_id)},
+    )
+
+
+def shown(url: str) -> str:
+    """The URL as it may be printed: without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "the database URL"
+
+
+def postgres_error(url: str, exc: DBAPIError) -> StateError:
+    detail = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    return StateError(f"cannot use the state database {shown(url)}: {detail}")
