@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchgen.engine.postgres import is_database_url
+from batchgen.core.locations import is_database_url
 
 DEFAULT_BASE_URL = "https://hub.oxen.ai"
 DEFAULT_DB = Path("state") / "batchgen.db"

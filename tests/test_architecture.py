@@ -93,7 +93,7 @@ def test_core_does_no_io() -> None:
 
 def test_imports_point_one_way() -> None:
     # core imports nothing above it; engine never imports cli, api or the emulator; the emulator never the engine;
-    # the settings resolver is a leaf
+    # the settings resolver is a leaf, but for the pure core
     forbidden = {
         "core": ("batchgen.engine", "batchgen.cli", "batchgen.api", "batchgen.emulator", "batchgen.settings"),
         "engine": ("batchgen.cli", "batchgen.api", "batchgen.emulator", "batchgen.settings"),
@@ -103,7 +103,9 @@ def test_imports_point_one_way() -> None:
     for folder, prefixes in forbidden.items():
         for path in (PACKAGE / folder).glob("*.py"):
             bad += [f"{folder}/{path.name} imports {n}" for n in imports_of(path) if n.startswith(prefixes)]
-    settings_imports = {n for n in imports_of(PACKAGE / "settings.py") if n.startswith("batchgen")}
+    settings_imports = {
+        n for n in imports_of(PACKAGE / "settings.py") if n.startswith("batchgen") and not n.startswith("batchgen.core")
+    }
     bad += [f"settings.py imports {n}" for n in sorted(settings_imports)]
     assert bad == []
 

@@ -81,3 +81,12 @@ def test_plan_caches_model_entries_beside_the_database_like_run(
     cached = {p.name for p in (tmp_path / "elsewhere" / "emulator" / "models").iterdir()}
     assert cached == {"openai-sora-2-pro.json", "flux-1-dev.json"}
     assert not (tmp_path / "state" / "emulator").exists()
+
+
+def test_a_postgresql_url_stays_a_url_and_the_model_cache_defaults_to_state() -> None:
+    url = "postgresql://batch@db.internal:5432/batches"
+    from_flag = resolve_settings({}, db=url)
+    from_env = resolve_settings({"BATCHGEN_DB": url})
+    assert from_flag.db == from_env.db == url  # not a Path: "//" would collapse into a file name
+    assert from_flag.state_dir == Path("state")
+    assert resolve_settings({}, db="state/x.db").db == Path("state/x.db")

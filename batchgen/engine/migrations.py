@@ -151,6 +151,34 @@ def m003_stream_state(db: Connection) -> None:
     ddl(db, ("ALTER TABLE runs ADD COLUMN stream_note VARCHAR"))
 
 
+@migration
+def m004_runners(db: Connection) -> None:
+    """Several runners on one run (PostgreSQL): who they are, their leases, and which jobs each holds."""
+    ddl(
+        db,
+        """
+        CREATE TABLE runners (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs (id),
+            token INTEGER NOT NULL,
+            identity VARCHAR NOT NULL,
+            host VARCHAR NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at DATETIME NOT NULL,
+            heartbeat_at DATETIME NOT NULL,
+            lease_until DATETIME NOT NULL,
+            ended_at DATETIME,
+            end_reason VARCHAR,
+            stream_mode VARCHAR,
+            stream_note VARCHAR
+        )""",
+    )
+    ddl(db, "CREATE INDEX ix_runners_run_id ON runners (run_id)")
+    ddl(db, "ALTER TABLE jobs ADD COLUMN runner_id INTEGER")
+    ddl(db, "ALTER TABLE jobs ADD COLUMN downloaded_by VARCHAR")
+    ddl(db, "CREATE INDEX ix_jobs_runner_id ON jobs (runner_id)")
+
+
 def apply_migrations(db: Connection) -> list[str]:
     """Apply every migration not yet recorded, in order, all in the caller's transaction; return their names.
 

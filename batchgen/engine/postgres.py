@@ -12,11 +12,8 @@ from batchgen.errors import StateError
 
 LOCK_SPACE = 0x6267  # "bg": the first key of every advisory lock batchgen takes
 GLOBAL_LOCK = 0  # the second key for writes that are not one run's (creating runs, migrations)
-
-
-def is_database_url(text: str) -> bool:
-    """A PostgreSQL URL (`postgresql://user@host:5432/db`), as opposed to a SQLite file's path."""
-    return text.split("://", 1)[0].lower() in ("postgresql", "postgres", "postgresql+psycopg")
+IDLE_IN_TRANSACTION_MS = 10_000
+LOCK_WAIT_MS = 60_000
 
 
 def postgres_engine(url: str) -> Engine:
@@ -29,7 +26,11 @@ def postgres_engine(url: str) -> Engine:
         import psycopg  # noqa: F401  (an optional extra: say how to get it)
     except ImportError:
         raise StateError("a PostgreSQL database needs psycopg: pip install 'batchgen[postgres]'") from None
-    return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # A runner's transactions never wait on anything but the database: one left open longer than this is a runner
+    # paused (SIGSTOP, a laptop lid) or cut off mid-write; the server ends its session, so its locks (the run's
+    # advisory lock above all) do not hold the other runners. A lock wait past LOCK_WAIT_MS is an error, not a hang.
+    options = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS} -c lock_timeout={LOCK_WAIT_MS}"
+    return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args={"options": options})
 
 
 def lock_for_writing(conn: Connection, run_id: int | None) -> None:

@@ -28,12 +28,14 @@ class RunInfo:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """Proof that this process holds a run: its epoch is the fencing token every write carries."""
+    """Proof that this process is one of the run's runners: `epoch` is its fencing token, `runner_id` its row in
+    `runners`; every write proves that row is still live with that token."""
 
     run_id: int
     epoch: int
     owner: str
     seconds: float
+    runner_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

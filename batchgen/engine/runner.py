@@ -11,7 +11,8 @@ runner. The parts:
     Downloader  paid results to disk                                  engine/downloads.py
     LeaseKeeper the heartbeat, and the lease check before an enqueue  engine/heartbeat.py
     PauseWatch  a sleep or SIGSTOP noticed: reconnect, poll, re-check  engine/pauses.py
-    JobBook     the shared working copy of the unfinished jobs        engine/book.py
+    JobBook     the shared working copy of the jobs this runner holds engine/book.py
+    Claimer     claims jobs (all, or batches on PostgreSQL), sweeps  engine/claims.py
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from functools import partial
 from pathlib import Path
 
 import anyio
+from anyio.abc import TaskGroup
 
 from batchgen.core.jobs import JobStatus
 from batchgen.core.progress import Progress
 from batchgen.engine.book import ACTIVE, Halt, JobBook, request_key
+from batchgen.engine.claims import Claimer
 from batchgen.engine.client import OxenClient
 from batchgen.engine.downloads import Downloader
 from batchgen.engine.events import EventListener
@@ -38,11 +41,6 @@ from batchgen.engine.store import JobState, Lease, RunInfo, Store
 from batchgen.engine.submitter import Submitter
 from batchgen.engine.tracker import Tracker
 from batchgen.errors import BatchgenError, OutputError
-
-UNFINISHED = (
-    JobStatus.PENDING, JobStatus.SUBMITTING, JobStatus.UNKNOWN, JobStatus.QUEUED, JobStatus.PROCESSING,
-    JobStatus.DOWNLOADING,
-)  # fmt: skip
 
 
 class Runner:
@@ -66,8 +64,10 @@ class Runner:
         self.tracker = Tracker(store, lease, client, self.book, options, on_paid=self.downloader.start)
         self.reconciler = Reconciler(store, lease, client, self.book, self.tracker, options)
         self.submitter = Submitter(store, self.keeper, client, self.book, self.tracker, self.reconciler, options)
+        self.claimer = Claimer(store, lease, self.book, options, self._take_up, self.submitter.gate)
         self.listener: EventListener | None = None
         self.pauses = PauseWatch(options.pause_after, self._after_pause)
+        self.tg: TaskGroup | None = None
         self.started = time.monotonic()
 
     async def execute(self) -> RunOutcome:
@@ -76,7 +76,6 @@ class Runner:
         try:
             await self.client.check_access()
             self.store.retry_downloads(self.lease)
-            self.book.load(self.store.load_jobs(self.run.id, UNFINISHED))
             try:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -96,11 +95,11 @@ class Runner:
                             await self.listener.ready.wait()
                     tg.start_soon(self.keeper.heartbeat)
                     tg.start_soon(self.pauses.watch)
-                    tg.start_soon(self._recover)
-                    tg.start_soon(self.submitter.run)
+                    self.tg = tg
+                    self.claimer.claim()  # and sends the pending ones (Submitter.wake)
                     tg.start_soon(self.tracker.watchdog)
                     tg.start_soon(self._progress_loop)
-                    await self.book.wait_until_done()
+                    await self.claimer.until_done()
                     await settle_details(self.client, self.store, self.lease)
                     tg.cancel_scope.cancel()
             except* (Halt, BatchgenError) as group:
@@ -115,24 +114,27 @@ class Runner:
             self._emit_progress()
         return outcome
 
-    async def _recover(self) -> None:
-        """Pick up what a previous runner left between two steps; undecided jobs are reconciled again."""
-        jobs = list(self.book.jobs.values())
+    def _take_up(self, jobs: list[JobState]) -> None:
+        """Work on newly claimed jobs, picking up what an earlier runner left between two steps: undecided
+        enqueues are reconciled, paid results downloaded, generations in flight polled, pending jobs sent."""
+        assert self.tg is not None, "jobs are taken up inside the run's task group"
+        self.book.load(jobs)
         lost: dict[str, list[JobState]] = {}
         for job in jobs:
             if job.status in (JobStatus.SUBMITTING, JobStatus.UNKNOWN):
                 lost.setdefault(request_key(job), []).append(job)
-        async with anyio.create_task_group() as tg:
-            for group in lost.values():
-                tg.start_soon(partial(self._settle_lost, group))
-            for job in [j for j in jobs if j.status is JobStatus.DOWNLOADING]:
-                if self.options.download:
-                    tg.start_soon(self.downloader.download, job)
-                else:
-                    self.store.mark_finished_without_download(self.lease, job)
-                    self.book.moved(job, JobStatus.SUCCEEDED)
-            if any(j.status in ACTIVE for j in jobs):
-                tg.start_soon(partial(self.tracker.poll_active, only_silent=False))
+        for group in lost.values():
+            self.tg.start_soon(partial(self._settle_lost, group))
+        for job in [j for j in jobs if j.status is JobStatus.DOWNLOADING]:
+            if self.options.download:
+                self.tg.start_soon(self.downloader.download, job)
+            else:
+                self.store.mark_finished_without_download(self.lease, job)
+                self.book.moved(job, JobStatus.SUCCEEDED)
+        if any(j.status in ACTIVE for j in jobs):
+            self.tracker.poll_wanted.set()
+        if any(j.status is JobStatus.PENDING for j in jobs):
+            self.submitter.wake()
 
     def _after_pause(self, seconds: float) -> None:
         """The runner was paused: its lease first (a runner woken past it sends nothing), then a new stream

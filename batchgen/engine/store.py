@@ -16,7 +16,6 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +24,18 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlmodel import create_engine
 
 from batchgen.core.jobs import JobRow, JobStatus
+from batchgen.core.locations import is_database_url
 from batchgen.core.money import LedgerRow, Money
 from batchgen.core.remote import REMOTE_TERMINAL
-from batchgen.engine.holders import identity, lease_is_over, lease_lost, refuse_if_held
+from batchgen.engine.holders import lease_is_over, refuse_if_held
 from batchgen.engine.ledger import GENERATIONS, JOBS, RUNS, ledger_row, money_of, unused_query
 from batchgen.engine.migrations import apply_migrations
-from batchgen.engine.postgres import is_database_url, lock_for_writing, postgres_engine, postgres_error, shown
+from batchgen.engine.postgres import lock_for_writing, postgres_engine, postgres_error, shown
 from batchgen.engine.records import JobState, Lease, NewJob, RunInfo
+from batchgen.engine.runners import RunnerSeats, fence, live_runner
 from batchgen.engine.sqlite import as_utc, on_begin, on_connect, pragma, state_error, utcnow
 from batchgen.engine.transitions import JobTransitions, apply_event
 from batchgen.errors import StateError
-
-LEASE_SECONDS = 30.0
 
 __all__ = [
     "GENERATIONS",
@@ -55,8 +54,29 @@ __all__ = [
 ]
 
 
-class Store(JobTransitions):
-    """Runs, jobs and the generation ledger in one SQLite file."""
+def job_state(r: Any) -> JobState:
+    """A job row as the runner's working copy."""
+    params = json.loads(r.params_json)
+    return JobState(
+        id=r.id,
+        key=r.key,
+        model=r.model,
+        params=params,
+        repeat=r.repeat,
+        media_type=r.media_type,
+        status=JobStatus(r.status),
+        generation_id=r.generation_id,
+        attempts=r.attempts,
+        intent_at=as_utc(r.intent_at),
+        result_url=r.result_url,
+        download_url=r.download_url,
+        estimated_cost=r.estimated_cost,
+        prompt_slug_source=str(params.get("prompt", "")),
+    )
+
+
+class Store(JobTransitions, RunnerSeats):
+    """Runs, their runners, jobs and the generation ledger, in a SQLite file or a PostgreSQL database."""
 
     def __init__(self, engine: Engine, path: Path | str) -> None:
         self.engine = engine
@@ -141,6 +161,9 @@ class Store(JobTransitions):
             query = select(RUNS)
             query = query.where(RUNS.c.name == name) if name else query.order_by(RUNS.c.id.desc()).limit(1)
             row = db.execute(query).first()
+            owner = None
+            if row is not None:
+                owner = row.owner if not lease_is_over(row, utcnow()) else live_runner(db, row.id, self.postgres)
         if row is None:
             if name:
                 known = ", ".join(r.name for r in self.list_runs()[:10]) or "none"
@@ -154,9 +177,9 @@ class Store(JobTransitions):
             out_dir=row.out_dir,
             settings=json.loads(row.settings_json),
             created_at=as_utc(row.created_at) or row.created_at,
-            owner=None if lease_is_over(row, utcnow()) else row.owner,
+            owner=owner,
             budget=row.budget,
-            stream_mode=None if lease_is_over(row, utcnow()) else row.stream_mode,
+            stream_mode=row.stream_mode if owner else None,
             stream_note=row.stream_note,
         )
 
@@ -204,54 +227,6 @@ class Store(JobTransitions):
             rows = db.execute(unused_query(run_id)).all()
         return [ledger_row(r) for r in rows]
 
-    # ---- the lease: one runner per run, fenced -----------------------------------------------------------------------
-
-    def acquire_run(self, run_id: int, *, lease_seconds: float = LEASE_SECONDS) -> Lease:
-        """Take the run in one transaction, or raise RunLockedError naming the live holder. The new epoch is the
-        fencing token: the previous holder's writes are refused from now on."""
-        me = identity()
-        now = utcnow()
-        with self._write(run_id=run_id) as db:
-            row = db.execute(select(RUNS).where(RUNS.c.id == run_id)).one()
-            refuse_if_held(row, now)
-            epoch = int(row.epoch or 0) + 1
-            db.execute(
-                update(RUNS)
-                .where(RUNS.c.id == run_id)
-                .values(owner=me, epoch=epoch, heartbeat_at=now, lease_until=now + timedelta(seconds=lease_seconds))
-            )
-        return Lease(run_id, epoch, me, lease_seconds)
-
-    def confirm_lease(self, lease: Lease) -> None:
-        """Extend the lease (the heartbeat); LeaseLostError when the run was taken over meanwhile."""
-        now = utcnow()
-        with self._write() as db:
-            changed = db.execute(
-                update(RUNS)
-                .where(RUNS.c.id == lease.run_id, RUNS.c.epoch == lease.epoch)
-                .values(heartbeat_at=now, lease_until=now + timedelta(seconds=lease.seconds))
-            ).rowcount
-        if not changed:
-            raise lease_lost()
-
-    def release_run(self, lease: Lease) -> None:
-        """Give the run up (a no-op when it was taken over meanwhile)."""
-        with self._write() as db:
-            db.execute(
-                update(RUNS)
-                .where(RUNS.c.id == lease.run_id, RUNS.c.epoch == lease.epoch)
-                .values(owner=None, lease_until=None, stream_mode=None, stream_note=None)
-            )
-
-    def note_stream(self, lease: Lease, mode: str, note: str | None) -> None:
-        """Record what the holder's event stream is doing, for `status` (fenced; a no-op once taken over)."""
-        with self._write() as db:
-            db.execute(
-                update(RUNS)
-                .where(RUNS.c.id == lease.run_id, RUNS.c.epoch == lease.epoch)
-                .values(stream_mode=mode, stream_note=note)
-            )
-
     # ---- reading jobs ------------------------------------------------------------------------------------------------
 
     def load_jobs(self, run_id: int, statuses: Iterable[JobStatus]) -> list[JobState]:
@@ -261,28 +236,7 @@ class Store(JobTransitions):
             rows = db.execute(
                 select(JOBS).where(JOBS.c.run_id == run_id, JOBS.c.status.in_(wanted)).order_by(JOBS.c.id)
             ).all()
-        states = []
-        for r in rows:
-            params = json.loads(r.params_json)
-            states.append(
-                JobState(
-                    id=r.id,
-                    key=r.key,
-                    model=r.model,
-                    params=params,
-                    repeat=r.repeat,
-                    media_type=r.media_type,
-                    status=JobStatus(r.status),
-                    generation_id=r.generation_id,
-                    attempts=r.attempts,
-                    intent_at=as_utc(r.intent_at),
-                    result_url=r.result_url,
-                    download_url=r.download_url,
-                    estimated_cost=r.estimated_cost,
-                    prompt_slug_source=str(params.get("prompt", "")),
-                )
-            )
-        return states
+        return [job_state(r) for r in rows]
 
     def generations_missing_details(self, run_id: int) -> set[str]:
         """Ledger rows whose cost or final status the API has not told us yet."""
@@ -337,16 +291,17 @@ class Store(JobTransitions):
             return str(db.execute(select(RUNS.c.name).where(RUNS.c.id == run_id)).scalar_one())
 
     @contextmanager
-    def _write(self, *, durable: bool = False, run_id: int | None = None) -> Iterator[Connection]:
+    def _write(self, *, durable: bool = False, run_id: int | None = None, lock: bool = True) -> Iterator[Connection]:
         """One committed write transaction; the database's failures become StateError.
 
         SQLite: BEGIN IMMEDIATE (writers queue on the database's one lock). durable=True commits with
         synchronous=FULL (fsync of the WAL before returning): for writes that must survive a power cut. The level is
         set on the connection outside the transaction, and put back after.
         PostgreSQL: the run's advisory lock (or the global one, for writes that are no run's) for the whole
-        transaction, so writers of one run decide one after the other, as on SQLite; every commit is durable."""
+        transaction, so writers of one run decide one after the other, as on SQLite; every commit is durable.
+        lock=False leaves it out, for writes that decide nothing shared (a heartbeat, a SKIP LOCKED claim)."""
         if self.postgres:
-            with self._postgres_write(run_id) as db:
+            with self._postgres_write(run_id, lock) as db:
                 yield db
             return
         path = Path(self.path)
@@ -370,10 +325,11 @@ class Store(JobTransitions):
                 conn.close()
 
     @contextmanager
-    def _postgres_write(self, run_id: int | None) -> Iterator[Connection]:
+    def _postgres_write(self, run_id: int | None, lock: bool) -> Iterator[Connection]:
         try:
             with self.engine.connect() as conn, conn.begin():
-                lock_for_writing(conn, run_id)
+                if lock:
+                    lock_for_writing(conn, run_id)
                 yield conn
         except DBAPIError as exc:
             if isinstance(exc, IntegrityError):
@@ -382,9 +338,13 @@ class Store(JobTransitions):
 
     @contextmanager
     def _fenced(self, lease: Lease, *, durable: bool = False) -> Iterator[Connection]:
-        """A write transaction that first proves the lease still holds the run (LeaseLostError otherwise)."""
+        """A write transaction (under the run's lock) that first proves the lease's runner is still live with its
+        token (LeaseLostError otherwise)."""
         with self._write(durable=durable, run_id=lease.run_id) as db:
-            epoch = db.execute(select(RUNS.c.epoch).where(RUNS.c.id == lease.run_id)).scalar()
-            if epoch != lease.epoch:
-                raise lease_lost()
+            fence(db, lease)
+            yield db
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as db:
             yield db

@@ -17,6 +17,7 @@ from batchgen.engine.reconcile import Reconciler
 from batchgen.engine.scheduler import SubmitGate
 from batchgen.engine.store import JobState, Lease, Store
 from batchgen.engine.tracker import Tracker
+from batchgen.engine.transitions import ConcurrencyFullError
 from batchgen.errors import (
     ApiError,
     ApiUnreachableError,
@@ -30,6 +31,7 @@ from batchgen.errors import (
 )
 
 INTENT_BATCH = 64  # at most this many intents share one durable commit
+FULL_WAIT_S = 0.25  # the run's concurrency is full (other runners): look again this soon
 
 
 class Submitter:
@@ -50,11 +52,13 @@ class Submitter:
         self.lease: Lease = lease.lease
         self.gate = SubmitGate(options.submit_rate)
         self.running = False
+        self.full = False  # the last intents found the run's concurrency full (other runners hold the places)
         self.tg: TaskGroup | None = None
 
     def wake(self) -> None:
         """Start submitting again if jobs wait and nothing stopped it (a requeue after the loop had ended)."""
         if self.tg is not None and self.book.pending and not self.book.halted_submits and not self.running:
+            self.running = True  # now, not when it starts: a second wake before then must not start another
             self.tg.start_soon(self.run)
 
     async def run(self) -> None:
@@ -63,7 +67,11 @@ class Submitter:
         self.running = True
         async with anyio.create_task_group() as tg:
             while self.book.pending and not self.book.halted_submits:
+                self.full = False
                 batch = self._commit_intents(await self._take_batch())
+                if not batch and self.full:
+                    await anyio.sleep(FULL_WAIT_S)  # other runners' jobs hold the run's places: look again soon
+                    continue
                 if not batch:
                     break
                 for index, group in enumerate(batch):
@@ -89,14 +97,17 @@ class Submitter:
         try:
             self._record_intents([job for group in batch for job in group])
             return batch
-        except BudgetExceededError:
+        except (BudgetExceededError, ConcurrencyFullError):
             pass
         committed: list[list[JobState]] = []
         for index, group in enumerate(batch):
             try:
                 self._record_intents(group)
-            except BudgetExceededError as exc:
-                self.book.halted_submits = str(exc)
+            except (BudgetExceededError, ConcurrencyFullError) as exc:
+                if isinstance(exc, BudgetExceededError):
+                    self.book.halted_submits = str(exc)
+                else:
+                    self.full = True  # the run's other runners hold the places: these wait, nothing stops
                 for job in reversed([j for g in batch[index:] for j in g]):
                     self.book.free_slot(job)
                     self.book.pending.appendleft(job)
@@ -105,7 +116,7 @@ class Submitter:
         return committed
 
     def _record_intents(self, jobs: list[JobState]) -> None:
-        intent = self.store.record_intents(self.lease, jobs)
+        intent = self.store.record_intents(self.lease, jobs, concurrency=self.options.concurrency)
         for job in jobs:
             job.status, job.intent_at = JobStatus.SUBMITTING, intent
             job.attempts += 1

@@ -30,6 +30,26 @@ class RunTable(SQLModel, table=True):
     stream_note: str | None = None  # why it is not live, when it is not
 
 
+class RunnerTable(SQLModel, table=True):
+    """One runner of a run: its fencing token, its lease, and why it ended (left, taken over, lease expired)."""
+
+    __tablename__ = "runners"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="runs.id", index=True)
+    token: int  # the run's epoch when it joined: every write proves this row is live with this token
+    identity: str  # host:pid:token:pid-namespace:start-time
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    lease_until: datetime
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+    stream_mode: str | None = None
+    stream_note: str | None = None
+
+
 class JobTable(SQLModel, table=True):
     """One job of a run, with everything that happened to it."""
 
@@ -60,6 +80,8 @@ class JobTable(SQLModel, table=True):
     cost: float | None = None
     error: str | None = None
     error_class: str | None = None
+    runner_id: int | None = Field(default=None, index=True)  # the runner holding the job (None: nobody)
+    downloaded_by: str | None = None  # the host whose output directory holds the file
     updated_at: datetime
 
 

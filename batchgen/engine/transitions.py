@@ -31,6 +31,16 @@ from batchgen.engine.sqlite import utcnow
 from batchgen.errors import BudgetExceededError
 
 CENT = 1e-9  # float slack when comparing sums of money against a budget
+# what holds a place of the account's concurrency (unknown jobs are reconciled, not counted, as in one runner)
+COUNTED_IN_FLIGHT = ("submitting", "queued", "processing")
+
+
+class ConcurrencyFullError(Exception):
+    """The run's runners together have `free` (possibly 0) places left: fewer than the intent needs."""
+
+    def __init__(self, free: int) -> None:
+        super().__init__(f"the run's concurrency is full ({max(free, 0)} place(s) free)")
+        self.free = max(free, 0)
 
 
 class JobTransitions:
@@ -130,14 +140,22 @@ class JobTransitions:
             apply_event(db, ids, JobEvent.FORGOTTEN, **never_sent())
         return len(ids)
 
-    def record_intents(self, lease: Lease, jobs: Sequence[JobState]) -> datetime:
+    def record_intents(self, lease: Lease, jobs: Sequence[JobState], *, concurrency: int | None = None) -> datetime:
         """Commit the intent to enqueue these jobs (status submitting, attempts + 1), durably, before the POST.
 
-        In the same transaction: the lease is checked (LeaseLostError) and the run's spent + reserved + these
-        jobs' estimates must stay within its budget (BudgetExceededError, and nothing is written)."""
+        In the same transaction (under the run's lock, so every runner of the run decides in turn): the lease is
+        checked (LeaseLostError); with `concurrency`, the run's jobs in flight (all runners') plus these may not
+        pass it (ConcurrencyFullError); and the run's spent + reserved + these jobs' estimates must stay within its
+        budget (BudgetExceededError). Either refusal writes nothing."""
         now = utcnow()
         needed = sum(j.estimated_cost or 0.0 for j in jobs)
         with self._fenced(lease, durable=True) as db:
+            if concurrency is not None:
+                in_flight = db.execute(
+                    select(func.count()).where(JOBS.c.run_id == lease.run_id, JOBS.c.status.in_(COUNTED_IN_FLIGHT))
+                ).scalar_one()
+                if in_flight + len(jobs) > concurrency:
+                    raise ConcurrencyFullError(concurrency - in_flight)
             money = money_of(db, lease.run_id)
             if money.budget is not None and money.spent + money.reserved + needed > money.budget + CENT:
                 raise BudgetExceededError(
@@ -242,7 +260,10 @@ class JobTransitions:
 
     def mark_downloaded(self, lease: Lease, job: JobState, *, path: str, sha256: str, size: int) -> None:
         with self._fenced(lease) as db:
-            apply_event(db, [job.id], JobEvent.DOWNLOADED, output_path=path, sha256=sha256, bytes=size)
+            host = lease.owner.split(":", 1)[0]  # whose output directory holds the file (runners on several hosts)
+            apply_event(
+                db, [job.id], JobEvent.DOWNLOADED, output_path=path, sha256=sha256, bytes=size, downloaded_by=host
+            )
 
     def mark_finished_without_download(self, lease: Lease, job: JobState) -> None:
         with self._fenced(lease) as db:

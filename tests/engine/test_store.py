@@ -573,19 +573,29 @@ def test_retire_jobs_cancels_only_never_sent_jobs_the_manifest_dropped(fresh: tu
 
 def test_a_second_live_acquire_is_refused_and_release_frees_the_run(fresh: tuple[Store, Lease]) -> None:
     store, lease = fresh
-    with pytest.raises(RunLockedError, match="being run by process"):
-        store.acquire_run(lease.run_id)
-    with pytest.raises(RunLockedError):
-        _run(store, "r")  # nor may a second `run` rewrite the settings a live runner reads
+    if store.postgres:  # there a second runner joins, with a token of its own; only an exclusive taking is refused
+        joined = store.acquire_run(lease.run_id)
+        assert joined.runner_id != lease.runner_id and joined.epoch == lease.epoch + 1
+        with pytest.raises(RunLockedError, match=r"being run by 2 runner\(s\)"):
+            store.acquire_run(lease.run_id, exclusive=True)
+        store.confirm_lease(lease)  # both stay live
+        store.confirm_lease(joined)
+        store.release_run(joined)
+    else:
+        with pytest.raises(RunLockedError, match="being run by process"):
+            store.acquire_run(lease.run_id)
+        with pytest.raises(RunLockedError):
+            _run(store, "r")  # nor may a second `run` rewrite the settings a live runner reads
     store.release_run(lease)
     assert store.get_run("r").owner is None
-    again = store.acquire_run(lease.run_id)
-    assert again.epoch == lease.epoch + 1
+    again = store.acquire_run(lease.run_id, exclusive=True)
+    assert again.epoch > lease.epoch
 
 
 def _take_over(store: Store, lease: Lease) -> Lease:
     """The first holder was paused past its lease: a second runner takes the run."""
     _sql(store.path, "UPDATE runs SET lease_until = ? WHERE id = ?", (LONG_AGO, lease.run_id))
+    _sql(store.path, "UPDATE runners SET lease_until = ? WHERE id = ?", (LONG_AGO, lease.runner_id))
     return store.acquire_run(lease.run_id)
 
 
