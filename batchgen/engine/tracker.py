@@ -26,7 +26,7 @@ from batchgen.errors import ApiError, ApiUnreachableError, AuthError
 NOT_FOUND_READS = 2  # reads that must agree a generation is gone before its job fails
 EARLY_EVENTS = 10_000  # completion events kept for an enqueue reply still on its way (bounded)
 TICK_S = 0.25  # how often the watchdog looks at the stream's health and at which jobs are due a poll
-LIST_FIRST = 3  # with this many jobs due at once, one list of the active rows spares a read per running job
+LIST_FIRST = 3  # with this many jobs due again at once, one list of the active rows spares a read per running job
 
 
 class Tracker:
@@ -179,10 +179,20 @@ class Tracker:
             if j.status in ACTIVE and j.generation_id and j.id not in self.giving_up
             and now >= self._due_at(j, now)
         ]  # fmt: skip
-        if due:
-            for job in due:
-                self.polled_at[job.id] = now
-            await self._poll(due, list_first=len(due) >= LIST_FIRST)
+        if not due:
+            return
+        # a first poll comes when most jobs like it are done: one read each. A job read again was running last
+        # time, and likely still is: with several of those, one list of the active rows spares their reads
+        again = [j for j in due if j.id in self.polled_at]
+        first = [j for j in due if j.id not in self.polled_at]
+        for job in due:
+            self.polled_at[job.id] = now
+        if len(again) >= LIST_FIRST:
+            await self._poll(again, list_first=True)
+        else:
+            first += again
+        if first:
+            await self._poll(first, list_first=False)
 
     def _due_at(self, job: JobState, now: float) -> float:
         sent = self.sent_at.setdefault(job.id, now)  # a job this runner found in flight: from now on
