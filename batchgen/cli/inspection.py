@@ -34,6 +34,7 @@ def status(
         estimated = store.estimated_total(info.id)
         money = store.money(info.id)
         unused = store.unused_generations(info.id)
+        runners = store.runners(info.id)
     data = {
         "run": info.name,
         "jobs": sum(counts.values()),
@@ -58,6 +59,17 @@ def status(
         "running": info.owner is not None,
         "stream": info.stream_mode if info.owner is not None else None,
         "stream_note": info.stream_note if info.owner is not None else None,
+        "runners": [
+            {
+                "host": r.host,
+                "pid": r.pid,
+                "live": r.live,
+                "last_heartbeat": r.heartbeat_at.isoformat(),
+                "jobs_held": r.jobs_held,
+                "ended": r.end_reason,
+            }
+            for r in runners
+        ],
     }
     if as_json:
         stdout.print_json(json.dumps(data))
@@ -70,6 +82,10 @@ def status(
     if money.budget is not None:
         table.add_row("budget", f"${money.budget:.2f} (${money.left or 0.0:.2f} left)")
     table.add_row("files", info.out_dir)
+    for r in [r for r in runners if r.live]:
+        table.add_row(
+            "runner", f"process {r.pid} on {r.host}: {r.jobs_held} job(s) held, heartbeat {r.heartbeat_at:%H:%M:%S} UTC"
+        )
     if info.owner is not None and info.stream_mode:
         table.add_row("stream", STREAM_MODES.get(info.stream_mode, info.stream_mode) + _because(info.stream_note))
     stdout.print(table)

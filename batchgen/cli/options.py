@@ -17,7 +17,12 @@ from batchgen.engine.store import RunInfo, Store
 from batchgen.settings import Settings, resolve_settings
 
 DbOption = Annotated[
-    Path | None, typer.Option("--db", help="State database [env BATCHGEN_DB; default state/batchgen.db].")
+    str | None,
+    typer.Option(
+        "--db",
+        help="State database: a SQLite file, or postgresql://USER@HOST:PORT/DB to share a run between machines "
+        "[env BATCHGEN_DB; default state/batchgen.db].",
+    ),
 ]
 BaseUrlOption = Annotated[
     str | None,
@@ -32,13 +37,13 @@ SubmitRateOption = Annotated[
 ]
 
 
-def settings(*, db: Path | None = None, base_url: str | None = None, run: RunInfo | None = None) -> Settings:
+def settings(*, db: str | Path | None = None, base_url: str | None = None, run: RunInfo | None = None) -> Settings:
     """The settings of a command: its flags, then the run's stored base URL, then the environment, then defaults."""
     return resolve_settings(os.environ, db=db, base_url=base_url, run_base_url=run.base_url if run else None)
 
 
 @contextlib.contextmanager
-def existing_store(db: Path | None) -> Iterator[Store]:
+def existing_store(db: str | Path | None) -> Iterator[Store]:
     """The state database named by --db (or the environment, or the default); it must exist already."""
     store = Store.open(settings(db=db).db, create=False)
     try:

@@ -152,7 +152,7 @@ def _run_name_of(manifest: Path) -> str | None:
         return None
 
 
-def _finish(summary: RunSummary | None, db: Path | None, run_name: str | None) -> NoReturn:
+def _finish(summary: RunSummary | None, db: str | None, run_name: str | None) -> NoReturn:
     """Say how the run ended, print the results CSV's path on stdout, and exit with the run's code."""
     if summary is None:
         _interrupted(db, run_name)
@@ -180,7 +180,7 @@ def _finish(summary: RunSummary | None, db: Path | None, run_name: str | None) -
     raise SystemExit(summary.exit_code)
 
 
-def _interrupted(db: Path | None, run_name: str | None) -> NoReturn:
+def _interrupted(db: str | None, run_name: str | None) -> NoReturn:
     """After Ctrl-C: write the results so far, and say how to continue."""
     with existing_store(db) as store:
         info = store.get_run(run_name)

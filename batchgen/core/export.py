@@ -56,6 +56,7 @@ TAIL_COLUMNS = (
     "completed_at",
     "queue_seconds",  # started_at - enqueued_at: waiting for a slot at the provider
     "run_seconds",  # completed_at - started_at: generating
+    "downloaded_by",  # the host whose output directory holds the file (runners on several machines)
 )
 _FIXED = frozenset(HEAD_COLUMNS + TAIL_COLUMNS)
 AXIS_PREFIX = "param."
@@ -132,6 +133,7 @@ def export_records(rows: Iterable[JobRow]) -> tuple[list[str], list[dict[str, An
             completed_at=_iso(row.completed_at),
             queue_seconds=_seconds(row.enqueued_at, row.started_at),
             run_seconds=_seconds(row.started_at, row.completed_at),
+            downloaded_by=row.downloaded_by,
         )
         records.append(record)
     return columns, records

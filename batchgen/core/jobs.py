@@ -95,6 +95,7 @@ class JobRow:
     started_at: Any = None
     completed_at: Any = None
     media_type: str = "video"  # 'video' or 'image'
+    downloaded_by: str | None = None  # the host whose output directory holds the file
 
     @property
     def prompt(self) -> str:

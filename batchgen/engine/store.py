@@ -280,6 +280,7 @@ class Store(JobTransitions, RunnerSeats):
                 started_at=as_utc(r["started_at"]),
                 completed_at=as_utc(r["completed_at"]),
                 media_type=r["media_type"],
+                downloaded_by=r["downloaded_by"],
             )
             for r in rows
         ]

@@ -16,7 +16,7 @@ from .rows import T0, MakeRow
 
 LISTED_TAIL = [
     "repeat", "status", "generation_id", "result_url", "output_path", "sha256", "bytes", "cost", "error",
-    "attempts", "enqueued_at", "started_at", "completed_at", "queue_seconds", "run_seconds",
+    "attempts", "enqueued_at", "started_at", "completed_at", "queue_seconds", "run_seconds", "downloaded_by",
 ]  # fmt: skip
 
 

@@ -4,7 +4,9 @@ generations so that nothing races the clock; every check is on the emulator's ow
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import subprocess
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +20,7 @@ from batchgen.emulator import EmulatorConfig, Faults, RunningEmulator, running_e
 from batchgen.emulator.state import Status
 from tests.kit import IMAGE_MODEL, assert_exactly_once, wait_for, write_manifest
 from tests.kit_faults import assert_fired
-from tests.kit_processes import entry_cmd, started
+from tests.kit_processes import batchgen, entry_cmd, started
 
 pytestmark = pytest.mark.timeout(240)
 CONCURRENCY = 4
@@ -96,6 +98,10 @@ def test_three_runners_share_one_run_and_one_killed_midway_loses_nothing(tmp_pat
         with started(command, key=emu.api_key) as a, started(command, key=emu.api_key) as b:
             with started(command, key=emu.api_key) as c:
                 wait_for(lambda: len(live_runners(postgres_url)) == 3, timeout=60, what="three runners", process=c)
+                shown = batchgen("status", "--db", postgres_url, "--json")
+                assert shown.returncode == 0, shown.stderr
+                listed = json.loads(shown.stdout)["runners"]
+                assert sorted(r["pid"] for r in listed if r["live"]) == sorted(p.pid for p in (a, b, c))
                 # the run's places are full (all runners together), and the one to die holds some of them
                 wait_for(lambda: len(emu.held) == CONCURRENCY, timeout=60, what="the run's concurrency in use")
                 # the one to die: a runner holding generations in flight (and, likely, pending jobs it claimed)
@@ -118,6 +124,9 @@ def test_three_runners_share_one_run_and_one_killed_midway_loses_nothing(tmp_pat
     assert len(taken) >= len(lost) >= 1
     assert {r.status for r in taken} == {"succeeded"}, "the killed runner's jobs were finished by the others"
     assert not live_runners(postgres_url)
+    exported = batchgen("export", "--db", postgres_url, "--format", "jsonl")
+    records = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert len(records) == 18 and {r["downloaded_by"] for r in records} == {socket.gethostname()}
 
 
 def test_runners_together_never_pass_the_budget_and_every_fault_on(tmp_path: Path, postgres_url: str) -> None:
