@@ -4,10 +4,12 @@ generations so that nothing races the clock; every check is on the emulator's ow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
 import subprocess
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -186,3 +188,77 @@ def test_a_runner_paused_past_its_lease_sends_nothing_stale_and_says_so(tmp_path
         rows = assert_exactly_once(emu, postgres_url)
     assert len(rows) == 8
     assert all(g.status is Status.SUCCEEDED for g in emu.state.all())
+
+
+class TcpCut:
+    """A TCP forwarder on 127.0.0.1 in front of PostgreSQL for one runner; `cut()` drops every connection and
+    refuses new ones: a network partition between that runner and the database."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # cut
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread: close() alone would not
+        self.listener.close()
+        with self.lock:
+            for s in self.sockets:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+
+def test_a_runner_cut_off_from_the_database_stops_and_the_others_finish_its_jobs(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    manifest = write_manifest(tmp_path, 12, model=IMAGE_MODEL, concurrency=CONCURRENCY)
+    out = tmp_path / "out"
+    parsed = make_url(postgres_url)
+    cut = TcpCut((parsed.host or "127.0.0.1", parsed.port or 5432))
+    through_cut = parsed.set(port=cut.port).render_as_string(hide_password=False)
+    with running_emulator(EmulatorConfig(seed=34, duration_s=0.05, hold=True)) as emu:
+        # the first runner creates the run's tables and claims first: it reaches the database through the cut
+        with started(runner_cmd(manifest, through_cut, emu, out), key=emu.api_key) as cut_off:
+            wait_for(lambda: len(emu.held) == CONCURRENCY, timeout=60, what="the run's places in use", process=cut_off)
+            with started(runner_cmd(manifest, postgres_url, emu, out), key=emu.api_key) as other:
+                wait_for(lambda: len(live_runners(postgres_url)) == 2, timeout=60, what="two runners", process=other)
+                assert held_in_flight(postgres_url, cut_off.pid), "the runner to be cut off holds work in flight"
+                cut.cut()
+                emu.release()
+                _, err = cut_off.communicate(timeout=90)
+                assert cut_off.returncode == 2, err  # the state database is unusable: said in one line, no traceback
+                assert "cannot use the state database" in err and "Traceback" not in err
+                finish(other)
+        rows = assert_exactly_once(emu, postgres_url)
+        peak = most_at_once(emu)
+    assert len(rows) == 12 and peak <= CONCURRENCY
