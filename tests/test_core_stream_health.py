@@ -89,9 +89,11 @@ def test_the_schedule_starts_from_the_docs_cadence_then_learns_the_run() -> None
     assert schedule.next_poll_at("video", 100.0, None) == 110.0
     for duration in [2.0] * 9 + [3.0]:
         schedule.finished("image", duration)
-    assert schedule.typical_s("image") == 3.0  # the 90th percentile of what this run's images took
+    assert schedule.typical_s("image") == 3.0  # the longest of what this run's images took
     assert schedule.next_poll_at("image", 100.0, None) == 103.0
     assert schedule.next_poll_at("image", 100.0, 103.0) == 104.0  # then every quarter of it, at least 1 s
+    schedule.finished("image", 60.0)  # one outlier: the first poll waits twice the median at most
+    assert schedule.typical_s("image") == 4.0
     for _ in range(50):
         schedule.finished("video", 600.0)
     assert schedule.next_poll_at("video", 0.0, 700.0) == 730.0  # at most 30 s apart

@@ -153,10 +153,10 @@ WINDOW = 50
 
 @dataclass
 class PollSchedule:
-    """When to ask about a job while the stream cannot be trusted: first when most jobs like it are done (the
-    90th percentile of this run's recent durations; before any finished, `first_after_s` or the API docs' cadence
-    for the media type), then every quarter of that, within [min_step_s, MAX_STEP_S]. One poll per job is the
-    usual cost: no more than a fixed-interval poller pays, and sooner."""
+    """When to ask about a job while the stream cannot be trusted: first when nearly every job like it is done (the
+    longest of this run's recent durations, at most twice their median; before any finished, `first_after_s` or
+    the API docs' cadence for the media type), then every quarter of that, within [min_step_s, MAX_STEP_S]. One
+    poll per job is the usual cost: no more than a fixed-interval poller pays, and sooner."""
 
     first_after_s: float | None = None
     min_step_s: float = MIN_STEP_S
@@ -172,7 +172,9 @@ class PollSchedule:
             if self.first_after_s is not None:
                 return self.first_after_s
             return PRIORS_S.get(media_type, PRIORS_S["video"])
-        return seen[min(len(seen) - 1, int(len(seen) * 0.9))]
+        # by the time the slowest recent job took, nearly every job is done: one read each, as a poller pays. A
+        # long tail is cut at twice the median, so one outlier does not hold every job's slot for its duration
+        return min(seen[-1], 2 * seen[len(seen) // 2])
 
     def step_s(self, media_type: str) -> float:
         return min(MAX_STEP_S, max(self.min_step_s, self.typical_s(media_type) / 4))
