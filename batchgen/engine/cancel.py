@@ -31,8 +31,9 @@ class Cancelled:
 async def cancel_run(store: Store, run: RunInfo, base_url: str, api_key: str | None) -> Cancelled:
     """DELETE every in-flight generation and read it back: a cancelled one cancels its job; one that had already
     succeeded is paid for, so it is downloaded and its job succeeds; a DELETE that failed leaves the job in flight
-    (and says so). Pending jobs are cancelled too."""
-    lease = store.acquire_run(run.id)
+    (and says so). Pending jobs are cancelled too. The run must have no live runner (RunLockedError): on
+    PostgreSQL too, where other runners would go on sending what this cancels."""
+    lease = store.acquire_run(run.id, exclusive=True)
     done = Cancelled()
     try:
         async with OxenClient(base_url, api_key) as client:
