@@ -85,8 +85,9 @@ def test_poll_only_is_polling_whatever_happens() -> None:
 
 def test_the_schedule_starts_from_the_docs_cadence_then_learns_the_run() -> None:
     schedule = PollSchedule()
-    assert schedule.next_poll_at("image", 100.0, None) == 102.0
-    assert schedule.next_poll_at("video", 100.0, None) == 110.0
+    assert schedule.next_poll_at("image", 100.0, None) == 105.0
+    assert schedule.next_poll_at("image", 100.0, 105.0) == 110.0  # nothing learned yet: a 5 s poller's cadence
+    assert schedule.next_poll_at("video", 100.0, None) == 130.0
     for duration in [2.0] * 9 + [3.0]:
         schedule.finished("image", duration)
     assert schedule.typical_s("image") == 3.0  # the longest of what this run's images took
@@ -102,6 +103,8 @@ def test_the_schedule_starts_from_the_docs_cadence_then_learns_the_run() -> None
 def test_the_schedule_takes_a_floor_and_a_first_guess() -> None:
     schedule = PollSchedule(first_after_s=0.3, min_step_s=0.05)
     assert schedule.next_poll_at("image", 10.0, None) == pytest.approx(10.3)
+    assert schedule.next_poll_at("image", 10.0, 10.3) == pytest.approx(10.6)
+    schedule.finished("image", 0.3)
     assert schedule.next_poll_at("image", 10.0, 10.3) == pytest.approx(10.375)
 
 

@@ -146,7 +146,7 @@ class StreamHealth:
         self.reasons = [*self.reasons[-9:], reason]
 
 
-PRIORS_S = {"image": 2.0, "video": 10.0}  # before any job finished: the API docs' quickest polling cadence
+PRIORS_S = {"image": 5.0, "video": 30.0}  # before any job finished: the API docs' polling cadence, a poller's
 MIN_STEP_S, MAX_STEP_S = 1.0, 30.0
 WINDOW = 50
 
@@ -154,9 +154,10 @@ WINDOW = 50
 @dataclass
 class PollSchedule:
     """When to ask about a job while the stream cannot be trusted: first when nearly every job like it is done (the
-    longest of this run's recent durations, at most twice their median; before any finished, `first_after_s` or
-    the API docs' cadence for the media type), then every quarter of that, within [min_step_s, MAX_STEP_S]. One
-    poll per job is the usual cost: no more than a fixed-interval poller pays, and sooner."""
+    longest of this run's recent durations, at most twice their median), then every quarter of that, within
+    [min_step_s, MAX_STEP_S]. Before any job finished it polls as a plain poller would, every `first_after_s` or
+    the API docs' cadence for the media type (5 s for images, 30 s for videos). One poll per job is the usual
+    cost: no more than a fixed-interval poller pays, and sooner."""
 
     first_after_s: float | None = None
     min_step_s: float = MIN_STEP_S
@@ -177,6 +178,8 @@ class PollSchedule:
         return min(seen[-1], 2 * seen[len(seen) // 2])
 
     def step_s(self, media_type: str) -> float:
+        if not self.durations.get(media_type):
+            return max(self.min_step_s, self.typical_s(media_type))  # nothing learned yet: a poller's cadence
         return min(MAX_STEP_S, max(self.min_step_s, self.typical_s(media_type) / 4))
 
     def next_poll_at(self, media_type: str, sent_at: float, polled_at: float | None) -> float:

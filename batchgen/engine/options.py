@@ -21,7 +21,7 @@ class RunOptions:
     silent_after: float = 60.0  # SSE mode: a job not heard of for this long is polled (the safety net)
     stream_connect_wait: float = 1.0  # the first enqueue waits this long at most for the event stream to connect
     keepalive_period: float = 15.0  # the API's keep-alive period: a stream silent 1.5x this long is not delivering
-    poll_first_after: float | None = None  # stream not live: first poll of a job (None: learned, from 2 s/10 s)
+    poll_first_after: float | None = None  # stream not live: first poll of a job (None: learned, from 5 s/30 s)
     poll_min_step: float = 1.0  # stream not live: never poll one job more often than this
     pause_after: float = 10.0  # a gap this long in the runner's own ticks was a pause (sleep, SIGSTOP): reconnect
     reconcile_grace: float = 1.0  # wait before reading the queue for an enqueue whose reply was lost

@@ -5,7 +5,7 @@ of the streaming nginx) is run twice, each time on a fresh emulator behind fresh
 user runs it, and by the plain poller (benchmarks/plain_poller.py) in a process of its own. Both trust the
 session's throw-away CA through SSL_CERT_FILE and find the proxy through HTTPS_PROXY, as any httpx client does.
 batchgen must finish every job exactly once, no slower than the poller (give or take a loaded 2-core machine) and
-with no more requests per job. Requests are counted on the emulator, as benchmarks/bench.py counts them.
+with no more requests per job (besides its 4 once per run). Requests are counted on the emulator, as benchmarks/bench.py counts them.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from tests.network.proxies import Certificates, Mode, Nginx, Tinyproxy, nginx, t
 JOBS = 12
 KEY = "oxen-key-for-the-proxy-tests-4d1f9c"  # distinctive, so a proxy's log can be searched for it
 TIME_SCALE = 0.1  # flux-1-dev's documented 5-30 s runs take 0.5-3 s here, after a queue delay of 0.05-0.3 s
-POLL_EVERY = 1.0  # the plain poller's interval: an eager user's choice for jobs this short (its default is 5 s)
+POLL_EVERY = 5.0  # the plain poller's interval: its default, and the issue's "plain poll-every-5-s client"
 SUBMIT_RATE = "100"  # the emulator has no rate limit: as in bench.py, batchgen's default 10/s is lifted
+PER_RUN = 4  # batchgen's requests once per run: the access check, the model's entry, the cost read, the stream
 SLACK_S, SLACK_RATIO = 2.0, 1.25  # batchgen's start-up (imports, plan) and a loaded 2-core machine
 # batchgen runs at most this long past its time limit before it counts as stalled and is killed: past the limit the
 # test fails anyway, so the margin only tells a slow finish from a stall, and keeps a stall to ~25 s of the module
@@ -183,7 +184,9 @@ def compare(
             inspect(path)
     print(f"{mode}{' via tinyproxy' if forward_proxy else ''}: {ours}; {poller}")
     assert ours.seconds <= limit, f"{ours}; {poller}: over the limit of {limit:.2f} s"
-    assert ours.per_job <= poller.per_job, f"{ours}; {poller}"
+    # per job, no more than the poller; per run, batchgen also checks the key, reads the model's entry and the
+    # costs, and opens its stream, which the poller never does
+    assert ours.requests <= poller.requests + PER_RUN, f"{ours}; {poller}"
     return ours
 
 
