@@ -102,7 +102,8 @@ class JobTransitions:
                     )
                 ).scalars()
             )
-            apply_event(db, ids, JobEvent.RETRY, **never_sent())
+            # nobody holds them now: whichever runner claims next sends them (the one that failed them may be gone)
+            apply_event(db, ids, JobEvent.RETRY, runner_id=None, **never_sent())
         return len(ids)
 
     def retry_downloads(self, lease: Lease) -> int:
@@ -115,7 +116,7 @@ class JobTransitions:
                     )
                 ).scalars()
             )
-            apply_event(db, ids, JobEvent.REDOWNLOAD, error=None, error_class=None)
+            apply_event(db, ids, JobEvent.REDOWNLOAD, error=None, error_class=None, runner_id=None)
         return len(ids)
 
     def forget_remote(self, lease: Lease) -> int:
