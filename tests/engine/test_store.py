@@ -1013,3 +1013,19 @@ def test_an_older_database_where_two_jobs_share_a_generation_still_opens(tmp_pat
     finally:
         store.close()
     assert [(g.generation_id, g.job_id, g.remote_status) for g in ledger] == [("shared", 1, "succeeded")]
+
+
+def test_claims_take_only_jobs_nobody_holds_and_retries_let_jobs_go(fresh: tuple[Store, Lease]) -> None:
+    store, lease = fresh
+    sent, failed, waiting = _add(store, lease), _add(store, lease), _add(store, lease)
+    claimed = {j.id for j in store.claim_jobs(lease, 10)}
+    assert claimed == {sent.id, failed.id, waiting.id}
+    assert store.claim_jobs(lease, 10) == []  # held: nobody claims them again
+    _put(store, lease, sent, S.QUEUED, generation_id="g-sent")
+    _put(store, lease, failed, S.FAILED, error_class="moderation")
+    store.retry_failed(lease)  # the failed job is nobody's now: whoever claims next sends it
+    assert [j.id for j in store.claim_jobs(lease, 10)] == [failed.id]
+    store.release_run(lease)  # leaving lets every job go, the one in flight first for whoever comes next
+    nxt = store.acquire_run(lease.run_id)
+    assert [j.id for j in store.claim_jobs(nxt, 1)] == [sent.id]
+    assert {j.id for j in store.claim_jobs(nxt, 10)} == {failed.id, waiting.id}
