@@ -347,11 +347,11 @@ def reading(results: list[Result]) -> str:
         slower = f": the run takes {ours.wall_s - direct[0].wall_s:.1f} s longer than direct" if direct else ""
         lines.append(
             f"- Behind the buffering proxy no event comes through (batchgen's progress line still said "
-            f'"stream {ours.stream}" at the end), so batchgen polls each job on its learned schedule: first at '
-            f"the 90th percentile of the run's recent durations ({t.duration_p90_s:.1f} s over this run; 2 s "
-            f"before any finished), then every quarter of that, at least 1 s apart. The {CONCURRENCY} jobs of a "
-            f"wave are sent together and so come due together; most finished well before that percentile, and "
-            f"their slots stay taken until the poll (terminal -> download p50 {p50(t.lag_s)}){slower}."
+            f'"stream {ours.stream}" at the end), so batchgen polls each job on its learned schedule: first after '
+            f"the longest of the run's recent durations, at most twice their median (the 90th percentile over this "
+            f"run: {t.duration_p90_s:.1f} s), polling every 5 s like the poller until the first job finished. The "
+            f"{CONCURRENCY} jobs of a wave are sent together and so come due together; most finished well before "
+            f"that, and their slots stay taken until the poll (terminal -> download p50 {p50(t.lag_s)}){slower}."
         )
         extra = ours.per_job - theirs.per_job
         lists = len(t.list_active)  # those after the first enqueue; the one before it is the access check
