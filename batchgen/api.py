@@ -60,7 +60,7 @@ class RunSummary:
 def _api_endpoint(settings: Settings, emulate: bool, time_scale: float) -> Iterator[tuple[str, str | None]]:
     """The API's base URL and key: the settings', or those of a fresh built-in emulator for the call's duration."""
     if not emulate:
-        yield settings.base_url, settings.api_key
+        yield settings.base_url, settings.require_key()  # no key (or a broken auth file): said before any request
         return
     from batchgen.emulator import EmulatorConfig, running_emulator
 
@@ -221,7 +221,7 @@ async def resume_async(
             info,
             lease,
             base_url=resolved.base_url,
-            api_key=resolved.api_key,
+            api_key=resolved.require_key(),
             options=options,
             on_progress=on_progress,
             retry=retry,
