@@ -202,6 +202,7 @@ async def resume_async(
                 f"continue it with `batchgen run {info.manifest_path} --emulate`"
             )
         resolved = resolve_settings(os.environ, base_url=base_url, api_key=api_key, db=db, run_base_url=info.base_url)
+        key = resolved.require_key()  # before the run is taken: no key leaves it as it was
         options = RunOptions(
             concurrency=concurrency or int(settings.get("concurrency", 4)),
             download=bool(settings.get("download", True)),
@@ -221,7 +222,7 @@ async def resume_async(
             info,
             lease,
             base_url=resolved.base_url,
-            api_key=resolved.require_key(),
+            api_key=key,
             options=options,
             on_progress=on_progress,
             retry=retry,
