@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import anyio
 import typer
-from rich.text import Text
 
 from batchgen import errors
 from batchgen.api import RunSummary, resume_async, run_async
 from batchgen.cli.app import ExitCode, app, stderr, stdout, styled
 from batchgen.cli.options import BaseUrlOption, DbOption, RunArgument, SubmitRateOption, existing_store
+from batchgen.cli.progress_view import ProgressView
 from batchgen.core.jobs import JobStatus
 from batchgen.core.progress import Progress
 from batchgen.engine.manifests import load_manifest
@@ -89,36 +88,9 @@ def resume(
     _finish(summary, db, run_name)
 
 
-class _ProgressView:
-    """Progress on stderr: a live line on a terminal, a plain line every 10 s otherwise."""
-
-    def __init__(self) -> None:
-        self.tty = stderr.is_terminal
-        self.last_plain = 0.0
-        self.status: Any = None
-        self.latest: Progress | None = None
-
-    def __call__(self, progress: Progress) -> None:
-        self.latest = progress
-        if self.tty:
-            if self.status is None:
-                self.status = stderr.status(Text(progress.line()))
-                self.status.start()
-            self.status.update(Text(progress.line()))
-        elif time.monotonic() - self.last_plain >= 10.0:
-            self.last_plain = time.monotonic()
-            stderr.print(progress.line())
-
-    def close(self) -> None:
-        if self.status is not None:
-            self.status.stop()
-        if self.latest is not None:
-            stderr.print(self.latest.line())
-
-
 def _run_with_signals(work: Callable[[Callable[[Progress], None]], Awaitable[RunSummary]]) -> RunSummary | None:
     """Run `work` until done; on SIGINT/SIGTERM stop cleanly and return None."""
-    view = _ProgressView()
+    view = ProgressView()
     outcome: list[RunSummary] = []
 
     async def main() -> None:

@@ -21,6 +21,7 @@ class Progress:
     concurrency: int
     stream: str  # live, unproven, buffered, connecting, polling (core/stream_health.py)
     bytes_downloaded: int = 0
+    budget: float | None = None  # the run's, in USD
 
     @classmethod
     def measure(
@@ -35,6 +36,7 @@ class Progress:
         concurrency: int,
         stream: str,
         bytes_downloaded: int = 0,
+        budget: float | None = None,
     ) -> Progress:
         """A snapshot with throughput and ETA computed from the monotonic times of recent finishes."""
         window = finish_times
@@ -55,7 +57,18 @@ class Progress:
             concurrency=concurrency,
             stream=stream,
             bytes_downloaded=bytes_downloaded,
+            budget=budget,
         )
+
+    @property
+    def fraction(self) -> float:
+        """Finished jobs over all jobs (1.0 for an empty run)."""
+        return self.finished / self.total if self.total else 1.0
+
+    @property
+    def stream_words(self) -> str:
+        """The stream's state as a user reads it."""
+        return STREAM_WORDS.get(self.stream, self.stream)
 
     @property
     def finished(self) -> int:
@@ -73,6 +86,15 @@ class Progress:
             f"{self.finished_per_min:.1f}/min eta {eta} cost ${self.cost_so_far:.2f} of ~${self.estimated_total:.2f} "
             f"limit {self.concurrency}{_stream_note(self.stream)}{received}"
         )
+
+
+STREAM_WORDS = {
+    "live": "stream live",
+    "unproven": "stream connected, nothing yet: polling",
+    "connecting": "stream reconnecting: polling",
+    "buffered": "stream buffered: polling",
+    "polling": "polling (no stream)",
+}
 
 
 def _stream_note(stream: str) -> str:

@@ -169,6 +169,7 @@ class Runner:
                 concurrency=self.book.limit.limit,
                 stream=self.tracker.health.mode.value,
                 bytes_downloaded=self.book.bytes_received,
+                budget=money.budget,
             )
         )
 
