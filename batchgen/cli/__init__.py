@@ -6,6 +6,7 @@
     inspection.py   status, runs, cancel, unused, export, report
     plan.py         plan
     emulator.py     emulator
+    doctor.py       doctor
 
 Each command module registers its commands on `app` when imported; the imports below are that registration,
 in the order `batchgen --help` lists them.
@@ -14,7 +15,7 @@ in the order `batchgen --help` lists them.
 from __future__ import annotations
 
 # isort: off
-from batchgen.cli import plan, running, inspection, emulator  # noqa: F401  (registers the commands, in this order)
+from batchgen.cli import plan, running, inspection, emulator, doctor  # noqa: F401  (registers them, in order)
 
 # isort: on
 from batchgen.cli.app import app, exit_code_for, main
