@@ -26,6 +26,7 @@ from batchgen.core.progress import Progress
 from batchgen.engine.client import OxenClient, RetryPolicy
 from batchgen.engine.options import RunOptions
 from batchgen.engine.outputs import write_results_csv
+from batchgen.engine.oxen_repo import DatasetCommit, check_ready, commit_run
 from batchgen.engine.planning import make_plan
 from batchgen.engine.runner import Runner
 from batchgen.engine.store import Lease, NewJob, RunInfo, Store
@@ -46,6 +47,7 @@ class RunSummary:
     requests: int
     new_jobs: int = 0  # jobs this run added to the database (an edited manifest adds only its new ones)
     retired_jobs: int = 0  # pending jobs cancelled because the edited manifest no longer has them
+    oxen_commit: DatasetCommit | None = None  # what `output: {oxen_repo: DIR}` committed at the end (None: not set)
 
     @property
     def total(self) -> int:
@@ -89,6 +91,8 @@ async def _execute(
     finally:
         store.release_run(lease)  # synchronous: a Ctrl-C cannot cut it half-way
     csv_path = write_results_csv(store, run, out_dir)
+    oxen_repo = run.settings.get("oxen_repo")
+    oxen_commit = commit_run(store, run, Path(oxen_repo)) if oxen_repo else None
     return RunSummary(
         run=run.name,
         counts=outcome.counts,
@@ -99,6 +103,7 @@ async def _execute(
         requests=outcome.requests,
         new_jobs=new_jobs,
         retired_jobs=retired_jobs,
+        oxen_commit=oxen_commit,
     )
 
 
@@ -128,6 +133,9 @@ async def run_async(
         plan.check()
         settings = plan.manifest.settings
         out_dir = Path(out) if out else Path(settings.out_dir)
+        oxen_repo = settings.oxen_repo.absolute() if settings.oxen_repo else None
+        if oxen_repo:
+            check_ready()  # a missing oxenai or oxen user is said before the run spends anything, not after
         options = RunOptions(
             concurrency=concurrency or settings.concurrency,
             download=download,
@@ -148,6 +156,7 @@ async def run_async(
                     "poll_only": poll_only,
                     "max_cost": plan.budget,
                     "emulated": emulate,
+                    **({"oxen_repo": str(oxen_repo)} if oxen_repo else {}),
                 },
                 budget=plan.budget,
             )

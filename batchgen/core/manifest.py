@@ -32,6 +32,8 @@ TOP_LEVEL_KEYS = (
     "budget",
     "output",
 )
+# `output` as a mapping: the files' directory and a local Oxen repository to commit them to (engine/oxen_repo.py).
+OUTPUT_KEYS = ("dir", "oxen_repo")
 # Words people reach for that difflib would not map to our keys.
 _ALIASES = {"out_dir": "output", "outdir": "output", "out": "output", "parameters": "params", "samples": "repeat"}
 # Fields that are not request parameters: the model is the request's `model`, repeat is a count of samples.
@@ -40,11 +42,13 @@ RESERVED_FIELDS = frozenset({"model", "repeat"})
 
 @dataclass(frozen=True, slots=True)
 class RunSettings:
-    """How to run: at most `concurrency` jobs in flight, spend at most `budget` USD, write files under `out_dir`."""
+    """How to run: at most `concurrency` jobs in flight, spend at most `budget` USD, write files under `out_dir`
+    (and commit them to the Oxen repository `oxen_repo` at the end, when set)."""
 
     concurrency: int = DEFAULT_CONCURRENCY
     budget: float | None = None
     out_dir: Path = Path("out")
+    oxen_repo: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +132,12 @@ class _Reader:
         repeat = self.positive_int(top, "repeat", 1)
         jobs = self.jobs(top.get("jobs"))
         rows = self.rows(top.get("rows"))
+        out_dir, oxen_repo = self.output(top, name)
         settings = RunSettings(
             concurrency=self.positive_int(top, "concurrency", DEFAULT_CONCURRENCY),
             budget=self.budget(top),
-            out_dir=Path(self.string(top, "output") or Path("out") / name),
+            out_dir=out_dir,
+            oxen_repo=oxen_repo,
         )
         has_combinations = bool(matrix or zipped) or not ("jobs" in top or "rows" in top)
         extra = {"description": top["description"]} if isinstance(top.get("description"), str) else {}
@@ -158,6 +164,26 @@ class _Reader:
             self.error((key,), f"`{key}` must be a non-empty string, got {_show(value)}")
             return None
         return value
+
+    def output(self, top: Mapping[str, Any], name: str) -> tuple[Path, Path | None]:
+        """`output: DIR`, or `output: {dir: DIR, oxen_repo: REPO}`: the files' directory and the Oxen repository."""
+        value = top.get("output")
+        default = Path("out") / name
+        if not isinstance(value, dict):
+            return Path(self.string(top, "output") or default), None
+        for key in value:
+            if key not in OUTPUT_KEYS:
+                hint = did_you_mean(str(key), OUTPUT_KEYS) or f"the keys are {', '.join(OUTPUT_KEYS)}"
+                self.problems.add(self.doc.where_key(("output", key)), f"unknown key `output.{key}`", hint)
+        paths: dict[str, Path | None] = {}
+        for key in OUTPUT_KEYS:
+            item = value.get(key)
+            paths[key] = None
+            if item is not None and (not isinstance(item, str) or not item):
+                self.error(("output", key), f"`output.{key}` must be a non-empty string, got {_show(item)}")
+            elif item is not None:
+                paths[key] = Path(item)
+        return paths["dir"] or default, paths["oxen_repo"]
 
     def positive_int(self, top: Mapping[str, Any], key: str, default: int) -> int:
         value = top.get(key, default)
