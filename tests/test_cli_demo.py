@@ -87,7 +87,7 @@ async def test_an_unreachable_api_is_a_clear_error_with_exit_code_3_having_sent_
     db = tmp_path / "state" / "batchgen.db"
     with pytest.raises(ApiUnreachableError, match=re.escape(f"cannot reach http://127.0.0.1:{port}")) as caught:
         await run_async(
-            ROOT / "manifests" / "demo.yaml", db=db, base_url=f"http://127.0.0.1:{port}", out=tmp_path / "out",
+            ROOT / "manifests" / "demo.yaml", db=db, base_url=f"http://127.0.0.1:{port}", api_key="k", out=tmp_path / "out",
             retry=RetryPolicy(attempts=2, initial=0, maximum=0),
         )  # fmt: skip
     assert exit_code_for(caught.value) == 3
