@@ -5,6 +5,8 @@ not need it: they use `FOR UPDATE SKIP LOCKED`. Failures are told as StateError,
 
 from __future__ import annotations
 
+import os
+
 from sqlalchemy import Connection, Engine, create_engine, make_url, text
 from sqlalchemy.exc import DBAPIError
 
@@ -30,7 +32,9 @@ def postgres_engine(url: str) -> Engine:
     # paused (SIGSTOP, a laptop lid) or cut off mid-write; the server ends its session, so its locks (the run's
     # advisory lock above all) do not hold the other runners. A lock wait past LOCK_WAIT_MS is an error, not a hang.
     options = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS} -c lock_timeout={LOCK_WAIT_MS}"
-    return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args={"options": options})
+    # the process shows in pg_stat_activity as batchgen:PID, for whoever looks after the database
+    connect_args = {"options": options, "application_name": f"batchgen:{os.getpid()}"}
+    return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args)
 
 
 def lock_for_writing(conn: Connection, run_id: int | None) -> None:

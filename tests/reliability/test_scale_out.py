@@ -77,6 +77,18 @@ def charged(emu: RunningEmulator) -> Decimal:
     return sum((g.cost for g in emu.state.all() if g.cost is not None), Decimal(0))
 
 
+def pause_outside_a_transaction(process: subprocess.Popen[str], url: str) -> None:
+    """SIGSTOP the runner at a moment none of its sessions is inside a transaction. (One paused inside a
+    transaction holds the run's lock until the server ends the session, 10 s later: correct, and slow.)"""
+    busy = f"SELECT 1 FROM pg_stat_activity WHERE application_name = 'batchgen:{process.pid}' AND state <> 'idle'"
+    for _ in range(200):
+        process.send_signal(signal.SIGSTOP)
+        if not query(url, busy):
+            return
+        process.send_signal(signal.SIGCONT)
+    raise AssertionError("the runner was always inside a transaction")
+
+
 def runner_cmd(manifest: Path, url: str, emu: RunningEmulator, out: Path) -> list[str]:
     return entry_cmd(
         "run", "--manifest", manifest, "--db", url, "--base-url", emu.base_url, "--out", out, "--lease-seconds", LEASE
@@ -168,7 +180,7 @@ def test_a_runner_paused_past_its_lease_sends_nothing_stale_and_says_so(tmp_path
         command = runner_cmd(manifest, postgres_url, emu, out)
         with started(command, key=emu.api_key) as a:
             wait_for(lambda: len(emu.held) == 2, timeout=60, what="A's two generations running", process=a)
-            a.send_signal(signal.SIGSTOP)
+            pause_outside_a_transaction(a, postgres_url)
             with started(command, key=emu.api_key) as b:
                 wait_for(
                     lambda: query(postgres_url, f"SELECT 1 FROM runners WHERE pid = {a.pid} AND ended_at IS NOT NULL"),
