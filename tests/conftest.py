@@ -53,6 +53,10 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     monkeypatch.setenv("BATCHGEN_DB", str(state / "batchgen.db"))
     monkeypatch.delenv("OXEN_API_KEY", raising=False)
     monkeypatch.delenv("BATCHGEN_BASE_URL", raising=False)
+    # Oxen's own auth file: an empty config dir, never the developer's ~/.config/oxen (its keys stay out of tests)
+    oxen_config = tmp_path / "oxen-config"
+    oxen_config.mkdir()
+    monkeypatch.setenv("OXEN_CONFIG_DIR", str(oxen_config))
     yield state
 
 
