@@ -397,11 +397,14 @@ def _raise_for(response: httpx.Response, what: str) -> None:
     message = f"{what}: HTTP {status}: {detail}"
     match error_kind(status, body):
         case "auth":
-            raise AuthError(f"the API refused the key (HTTP {status}: {detail}); check OXEN_API_KEY", status=status)
+            raise AuthError(
+                f"the API refused the key (HTTP {status}: {detail}); check OXEN_API_KEY (or the key `oxen config --auth` stored)",
+                status=status,
+            )
         case "rate_limited":
             raise RateLimitedError(message, status=status, retry_after=_retry_after(response))
         case "credits":
-            raise InsufficientCreditsError(f"{message}; add credits at oxen.ai, then `batchgen resume`", status=status)
+            raise InsufficientCreditsError(message, status=status)  # the submitter says what to do (api.py)
         case "server":
             raise ServerError(message, status=status)
         case _:

@@ -78,7 +78,8 @@ class EventListener:
                     ) as response:
                         if response.status_code == 401:
                             raise AuthError(
-                                "the API refused the key on the event stream; check OXEN_API_KEY", status=401
+                                "the API refused the key on the event stream; check OXEN_API_KEY (or the key `oxen config --auth` stored)",
+                                status=401,
                             )
                         if response.status_code != 200:
                             raise ApiError(
