@@ -18,7 +18,7 @@ import html
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -28,7 +28,16 @@ from batchgen.core.money import LedgerRow, Money
 from batchgen.core.report_assets import CSS, JS
 from batchgen.errors import BatchgenError
 
-__all__ = ["Layout", "axis_names", "choose_layout", "relative_href", "render_report"]
+__all__ = [
+    "Layout",
+    "axis_names",
+    "choose_layout",
+    "estimated_finish",
+    "job_figure",
+    "relative_href",
+    "render_report",
+    "summary_html",
+]
 
 PSEUDO_AXES = ("model", "prompt")
 
@@ -163,7 +172,22 @@ def _times(rows: Sequence[JobRow]) -> list[datetime]:
     return [t for t in moments if isinstance(t, datetime) and t.tzinfo is not None]
 
 
-def _summary(rows: Sequence[JobRow], layout: Layout) -> str:
+def estimated_finish(rows: Sequence[JobRow]) -> datetime | None:
+    """When the unfinished jobs should be done, at the pace jobs have finished so far (from the first intent to the
+    last finish); None while nothing has finished, or when nothing is left."""
+    left = sum(1 for r in rows if not r.status.is_terminal)
+    finishes = [r.completed_at for r in rows if r.status.is_terminal and isinstance(r.completed_at, datetime)]
+    starts = [r.intent_at for r in rows if isinstance(r.intent_at, datetime)]
+    if not left or not finishes or not starts:
+        return None
+    last = max(finishes)
+    elapsed = (last - min(starts)).total_seconds()
+    if elapsed <= 0:
+        return None
+    return last + timedelta(seconds=left * elapsed / len(finishes))
+
+
+def _summary(rows: Sequence[JobRow], layout: Layout, eta: datetime | None = None) -> str:
     counts = {s: sum(1 for r in rows if r.status == s) for s in JobStatus}
     costs = [r.cost for r in rows if r.cost is not None]
     estimates = [r.estimated_cost for r in rows if r.estimated_cost is not None]
@@ -177,6 +201,8 @@ def _summary(rows: Sequence[JobRow], layout: Layout) -> str:
         ("estimated", _money(sum(estimates) if estimates else None)),
     ]
     items.append(("wall time" if done else "wall time so far", wall))
+    if eta is not None:
+        items.append(("eta", f"~{eta:%H:%M:%S} UTC"))
     grid = [f"rows: {layout.rows_axis or '—'}", f"columns: {layout.cols_axis or '—'}"]
     if layout.section_axes:
         grid.append(f"sections: {', '.join(layout.section_axes)}")
@@ -191,8 +217,8 @@ def _fixed_axes(rows: Sequence[JobRow]) -> str:
     return f'<p class="fixed">same for every job · {" · ".join(parts)}</p>' if parts else ""
 
 
-def _filters(rows: Sequence[JobRow]) -> str:
-    present = [s for s in JobStatus if any(r.status == s for r in rows)]
+def _filters(rows: Sequence[JobRow], every_status: bool = False) -> str:
+    present = [s for s in JobStatus if every_status or any(r.status == s for r in rows)]
     boxes = "".join(
         f'<label><input type="checkbox" checked data-status="{_e(str(s))}"> {_e(str(s))}</label>' for s in present
     )
@@ -216,7 +242,8 @@ def _media(row: JobRow, href: str | None) -> str:
     return f'<div class="placeholder">{_e(str(status))}…</div>'
 
 
-def _figure(row: JobRow, href: str | None) -> str:
+def job_figure(row: JobRow, href: str | None) -> str:
+    """One job's figure: its media (or error, or status), badge and caption; the live gallery swaps it in place."""
     status = str(row.status)
     badge = "badge" if row.status.is_terminal else "badge waiting"
     facts = [f'<span class="{badge}">{_e(status)}</span>', f"#{row.repeat}"]
@@ -304,6 +331,23 @@ def _money_box(money: Money, unused: Sequence[LedgerRow], run: str) -> str:
     return html
 
 
+def summary_html(
+    rows: Sequence[JobRow],
+    layout: Layout,
+    *,
+    money: Money | None = None,
+    unused: Sequence[LedgerRow] = (),
+    run: str = "",
+    eta: datetime | None = None,
+) -> str:
+    """The summary (counts, cost, times, the grid's axes) and, when `money` is given, the money box: the piece of
+    the page above the grid that the live gallery replaces as one."""
+    html = _summary(rows, layout, eta) if rows else ""
+    if money is not None:
+        html += _money_box(money, unused, rows[0].run if rows else run)
+    return html
+
+
 def render_report(
     rows: Iterable[JobRow],
     *,
@@ -313,10 +357,16 @@ def render_report(
     cols_axis: str | None = None,
     money: Money | None = None,
     unused: Sequence[LedgerRow] = (),
+    live_script: str | None = None,
+    eta: datetime | None = None,
 ) -> str:
     """The whole report as one HTML document. `media_href(row)` gives the src of a job's file (relative to the
     report, see `relative_href`) or None when there is none to show. `money` and `unused` come from the run's
-    ledger. Every piece of text is escaped."""
+    ledger. Every piece of text is escaped.
+
+    `live_script` makes it the live gallery's page: the summary sits in `#live-summary`, the filter offers every
+    status (jobs change status while the page is open), the script runs after the report's own, and the page may
+    connect back to where it came from (`connect-src 'self'`) for its event stream."""
     jobs = sorted(rows, key=lambda r: r.repeat)  # stable: keeps matrix order, puts repeats left to right
     layout = choose_layout(jobs, rows_axis, cols_axis)
     axis_keys = [layout.rows_axis, layout.cols_axis]
@@ -326,12 +376,11 @@ def render_report(
         section = canonical_json([axis_value(job, a) for a in layout.section_axes])
         sections.setdefault(section, []).append(job)
         row_key, col_key = (canonical_json(axis_value(job, a)) if a else "" for a in axis_keys)
-        cells.setdefault((section, row_key, col_key), []).append(_figure(job, media_href(job)))
-    body = [f"<h1>{_e(title)}</h1>", _summary(jobs, layout) if jobs else ""]
-    if money is not None:
-        body.append(_money_box(money, unused, jobs[0].run if jobs else title))
+        cells.setdefault((section, row_key, col_key), []).append(job_figure(job, media_href(job)))
+    summary = summary_html(jobs, layout, money=money, unused=unused, run=title, eta=eta)
+    body = [f"<h1>{_e(title)}</h1>", f'<div id="live-summary">{summary}</div>' if live_script else summary]
     body.append(_fixed_axes(jobs) if jobs else "")
-    body.append(_filters(jobs))
+    body.append(_filters(jobs, every_status=live_script is not None))
     if not jobs:
         body.append("<p>No jobs in this run yet.</p>")
     for section, members in sections.items():
@@ -341,10 +390,14 @@ def render_report(
             body.append(f"<h2>{_e(label)}</h2>")
         body.append(_table(members, layout, cells, section))
         body.append("</section>")
+    script, policy = JS, CONTENT_SECURITY_POLICY
+    if live_script is not None:
+        script = JS + live_script
+        policy = policy.replace(_sha256(JS), _sha256(script)) + "; connect-src 'self'"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_e(CONTENT_SECURITY_POLICY)}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(policy)}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta name="generator" content="batchgen"><title>{_e(title)}</title><style>{CSS}</style></head>'
-        f"<body>{''.join(body)}<script>{JS}</script></body></html>\n"
+        f"<body>{''.join(body)}<script>{script}</script></body></html>\n"
     )
