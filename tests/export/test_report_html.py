@@ -47,7 +47,10 @@ def render(rows: list[JobRow], **kwargs: str | None) -> str:
 
 
 def test_public_api() -> None:
-    assert set(report.__all__) == {"Layout", "axis_names", "choose_layout", "relative_href", "render_report"}
+    assert set(report.__all__) == {
+        "Layout", "axis_names", "choose_layout", "estimated_finish", "job_figure", "relative_href", "render_report",
+        "summary_html",
+    }  # fmt: skip
 
 
 def test_demo_layout_puts_the_templated_prompt_in_captions_not_in_sections(demo_rows: list[JobRow]) -> None:
