@@ -4,6 +4,7 @@
     options.py      the options every command spells the same way, the settings, the state database
     running.py      run, resume: progress, a clean stop on SIGINT/SIGTERM, the closing words and exit code
     inspection.py   status, runs, cancel, unused, export, report
+    serve.py        serve: the live gallery
     plan.py         plan
     emulator.py     emulator
     doctor.py       doctor
@@ -15,7 +16,7 @@ in the order `batchgen --help` lists them.
 from __future__ import annotations
 
 # isort: off
-from batchgen.cli import plan, running, inspection, emulator, doctor  # noqa: F401  (registers them, in order)
+from batchgen.cli import plan, running, inspection, serve, emulator, doctor  # noqa: F401  (registers them, in order)
 
 # isort: on
 from batchgen.cli.app import app, exit_code_for, main
