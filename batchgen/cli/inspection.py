@@ -18,6 +18,7 @@ from batchgen.core.jobs import JobRow, JobStatus
 from batchgen.core.report import relative_href, render_report
 from batchgen.engine.cancel import cancel_run
 from batchgen.engine.outputs import write_atomically
+from batchgen.engine.oxen_repo import commit_run
 from batchgen.engine.unused import fetch_unused
 
 
@@ -184,12 +185,30 @@ def export_command(
         typer.Option("--format", help="csv or jsonl (default: jsonl for a .jsonl/.ndjson -o, else csv)."),
     ] = None,
     db: DbOption = None,
+    oxen_repo: Annotated[
+        Path | None,
+        typer.Option(
+            "--oxen-repo",
+            metavar="DIR",
+            help="Commit the run's files, results table and manifest to the local Oxen repository DIR (made if "
+            "need be; only what changed). Needs pip install 'batchgen[oxen]'.",
+        ),
+    ] = None,
 ) -> None:
     """Export one row per job (CSV or JSONL); works during a run and after it."""
     with existing_store(db) as store:
         info = store.get_run(run)
         name, rows = info.name, store.job_rows(info.id)
         money, unused = store.money(info.id), store.unused_generations(info.id)
+        done = commit_run(store, info, oxen_repo) if oxen_repo is not None else None
+    if done is not None:
+        if done.commit_id is None:
+            stderr.print(f"nothing changed in run {name} since commit {done.head} of {done.repo}: no new commit")
+        else:
+            changes = f"{len(done.added)} added, {len(done.modified)} modified, {len(done.removed)} removed"
+            stderr.print(f"committed {done.commit_id} to {done.repo} ({changes}): {done.message}")
+        if output is None:
+            return  # the dataset was the export asked for; -o as well writes the table there too
     to_stdout = output in (None, "-")
     if fmt is None:
         jsonl = not to_stdout and str(output).endswith((".jsonl", ".ndjson"))

@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from batchgen.cli import app
 from batchgen.core.jobs import JobStatus
 from batchgen.emulator import EmulatorConfig, running_emulator
 from batchgen.engine.oxen_repo import DatasetCommit, commit_message, commit_run
 from batchgen.engine.store import Store
+from batchgen.errors import OutputError
 from tests.kit import IMAGE_MODEL, require, run_against, write_manifest
 
 pytestmark = pytest.mark.timeout(60)
@@ -115,6 +118,34 @@ async def test_a_run_written_by_the_manifest_setting_commits_at_its_end(tmp_path
         summary = await run_against(emu, manifest, tmp_path)
     assert summary.oxen_commit is not None and summary.oxen_commit.commit_id is not None
     assert len(oxen.Repo(str(tmp_path / "ds")).log()) == 1
+
+
+async def test_the_command_commits_then_says_nothing_changed(
+    tmp_path: Path, oxen: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    manifest = write_manifest(tmp_path, ["one"], model=IMAGE_MODEL)
+    with running_emulator(emulator()) as emu:
+        await run_against(emu, manifest, tmp_path)
+    db = str(tmp_path / "state" / "batchgen.db")
+    command = ["export", "batch", "--db", db, "--oxen-repo", str(tmp_path / "ds")]
+    first = CliRunner().invoke(app, command)
+    assert first.exit_code == 0, first.output
+    written = capfd.readouterr()  # what oxen's Rust core wrote to the file descriptors themselves
+    assert first.stdout == "" and "oxen" not in written.out and "oxen added" in written.err  # stdout is for data
+    (commit,) = oxen.Repo(str(tmp_path / "ds")).log()
+    assert f"committed {commit.id}" in first.stderr and "4 added" in first.stderr
+    second = CliRunner().invoke(app, command)
+    assert second.exit_code == 0 and f"nothing changed in run batch since commit {commit.id}" in second.stderr
+
+
+async def test_without_a_user_for_oxen_it_says_how_to_set_one(tmp_path: Path, oxen: Any) -> None:
+    manifest = write_manifest(tmp_path, ["one"], model=IMAGE_MODEL)
+    with running_emulator(emulator()) as emu:
+        await run_against(emu, manifest, tmp_path)
+    (tmp_path / "oxen-config" / "user_config.toml").unlink()
+    with pytest.raises(OutputError, match="oxen config --name"):
+        export(tmp_path, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()  # refused before anything was laid out
 
 
 def test_the_commit_message_names_the_run_counts_cost_and_manifest() -> None:
