@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 from batchgen.cli import app
 from batchgen.core.jobs import JobStatus
+from batchgen.core.manifest import parse_manifest
 from batchgen.emulator import EmulatorConfig, running_emulator
 from batchgen.engine.oxen_repo import DatasetCommit, commit_message, commit_run
 from batchgen.engine.store import Store
-from batchgen.errors import OutputError
+from batchgen.errors import ManifestError, OutputError
 from tests.kit import IMAGE_MODEL, require, run_against, write_manifest
 
 pytestmark = pytest.mark.timeout(60)
@@ -151,3 +152,18 @@ async def test_without_a_user_for_oxen_it_says_how_to_set_one(tmp_path: Path, ox
 def test_the_commit_message_names_the_run_counts_cost_and_manifest() -> None:
     message = commit_message("ads", "ab" * 32, {str(JobStatus.SUCCEEDED): 3, str(JobStatus.FAILED): 1}, 0.5)
     assert message == f"batchgen run ads: 4 job(s) (3 succeeded, 1 failed), $0.50 spent, manifest sha256 {'ab' * 32}"
+
+
+def test_output_takes_a_directory_or_a_mapping_with_the_oxen_repository() -> None:
+    def settings(output: str) -> Any:
+        text = f"name: m\nmodel: {IMAGE_MODEL}\nparams:\n  prompt: hi\noutput: {output}\n"
+        return parse_manifest(text, Path("m.yaml"), lambda _: "").settings
+
+    assert (settings("out/x").out_dir, settings("out/x").oxen_repo) == (Path("out/x"), None)
+    both = settings("{dir: out/x, oxen_repo: ds/x}")
+    assert (both.out_dir, both.oxen_repo) == (Path("out/x"), Path("ds/x"))
+    assert settings("{oxen_repo: ds}").out_dir == Path("out/m")
+    with pytest.raises(ManifestError, match=r"m\.yaml:5: unknown key `output\.dri` \(did you mean `dir`\?\)"):
+        settings("{dri: out/x}")
+    with pytest.raises(ManifestError, match=r"`output\.oxen_repo` must be a non-empty string"):
+        settings("{oxen_repo: 3}")
