@@ -23,6 +23,7 @@ import anyio
 
 from batchgen.core.jobs import JobStatus
 from batchgen.core.progress import Progress
+from batchgen.engine.book import OUT_OF_CREDITS
 from batchgen.engine.client import OxenClient, RetryPolicy
 from batchgen.engine.options import RunOptions
 from batchgen.engine.outputs import write_results_csv
@@ -98,12 +99,27 @@ async def _execute(
         counts=outcome.counts,
         csv_path=csv_path,
         out_dir=out_dir,
-        stopped_reason=outcome.stopped_reason,
+        stopped_reason=_credits_advice(outcome.stopped_reason, store, run, outcome.counts),
         elapsed_s=outcome.elapsed_s,
         requests=outcome.requests,
         new_jobs=new_jobs,
         retired_jobs=retired_jobs,
         oxen_commit=oxen_commit,
+    )
+
+
+def _credits_advice(reason: str | None, store: Store, run: RunInfo, counts: dict[JobStatus, int]) -> str | None:
+    """A stop for want of credits says what the run spent and how to go on; any other reason stays as it is."""
+    if reason is None or not reason.startswith(OUT_OF_CREDITS):
+        return reason
+    spent = store.money(run.id).spent
+    waiting = counts.get(JobStatus.PENDING, 0)
+    failed = counts.get(JobStatus.FAILED, 0)
+    again = f"batchgen resume {run.name}" + (" --retry-failed" if failed else "")
+    return (
+        f"{reason}. This run has spent ${spent:.2f}; {waiting} job(s) were not sent"
+        f"{f' and {failed} failed' if failed else ''}. Add credits at oxen.ai, then `{again}` finishes the run "
+        "without paying again for what is done"
     )
 
 

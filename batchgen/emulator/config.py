@@ -50,8 +50,11 @@ class EmulatorConfig:
     duration_s: float | None = None
     queue_delay_s: float | None = None
     max_num_generations: int = 4  # the docs say 4, SPEC 0.243.1 says 12
-    strict_credit_check: bool = False  # enqueue refuses when balance < estimated cost, not only when <= 0
-    insufficient_credits_status: int = 402  # production's code is unknown: 400 | 402 | 403
+    # Enqueue answers 402 when the balance is below the request's estimated cost (False: only when it is <= 0).
+    # Reservations are taken when a generation starts, so generations queued but not started are not counted:
+    # enough of them can still be accepted and then fail at run time with "Insufficient credits", as the API's do.
+    strict_credit_check: bool = True
+    insufficient_credits_status: int = 402  # what the API answers; 400 | 403 to test other clients' guesses
     lenient_types: bool = True  # coerce `seconds: 8` to "8" (and "5" to 5) before validating
     keepalive_s: float = 15.0
     presign_ttl_s: float = 3600.0

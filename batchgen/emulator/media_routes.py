@@ -180,9 +180,7 @@ async def _generate(request: Request, media_type: str) -> Response:
     if error:
         return _message(error)
     if svc.state.balance(caller.account.username) <= 0:
-        kind = "insufficient_credits"
-        body_out = replies.envelope(kind, "Insufficient credits", "Insufficient credits")
-        return replies.json_reply(body_out, svc.config.insufficient_credits_status)
+        return replies.insufficient_credits(svc.config.insufficient_credits_status)
     canonical = canonical_json(body)
     record = svc.ledger.begin_enqueue(body, canonical)
     row = Generation(

@@ -107,12 +107,12 @@ def _enqueue_reply(
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= limit:
         return replies.invalid_params(f"num_generations must be an integer between 1 and {limit}"), []
     params = {k: v for k, v in body.items() if k not in QUEUE_LAYER_PARAMS}
-    balance = svc.state.balance(caller.account.username)
-    estimate = svc.catalog.cost(model, params) * count
-    if balance <= 0 or (svc.config.strict_credit_check and balance < estimate):
-        kind = "insufficient_credits"
-        status = svc.config.insufficient_credits_status
-        return replies.json_reply(replies.envelope(kind, "Insufficient credits", "Insufficient credits"), status), []
+    estimate = svc.catalog.cost(model, params)
+    user = caller.account.username
+    if svc.state.balance(user) <= 0 or (
+        svc.config.strict_credit_check and svc.state.available(user) < estimate * count
+    ):
+        return replies.insufficient_credits(svc.config.insufficient_credits_status), []
     cap = svc.config.rate_limit.max_active_per_user if svc.config.rate_limit else None
     if cap is not None and svc.state.count_active(caller.account.username) + count > cap:
         return replies.rate_limited(1.0 if svc.config.rate_limit and svc.config.rate_limit.retry_after else None), []
@@ -131,6 +131,7 @@ def _enqueue_reply(
                 target_namespace=optional_str(body.get("target_namespace")),
                 target_repo=optional_str(body.get("target_repo")),
                 target_directory=optional_str(body.get("target_directory")),
+                pledged=estimate if svc.config.strict_credit_check else Decimal(0),
             )
         )
         svc.ledger.record_created(gid)

@@ -61,6 +61,14 @@ def model_not_found(name: str) -> Response:
     return json_reply({"error": {"message": f"Model not found: {name}"}}, 404)
 
 
+OUT_OF_CREDITS_TITLE = "You have run out of credits."
+
+
+def insufficient_credits(status: int = 402) -> Response:
+    """402 at enqueue once the account's credits are gone, in the body the API sends (no detail)."""
+    return json_reply(envelope("insufficient_credits", OUT_OF_CREDITS_TITLE), status)
+
+
 def rate_limited(retry_after: float | None) -> Response:
     """E8: 429, with Retry-After only when asked (production's behaviour is unknown)."""
     headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}

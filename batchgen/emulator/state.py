@@ -59,6 +59,9 @@ class Generation:
     error_message: str | None = None
     cost: Decimal | None = None  # charged amount; None unless succeeded
     reserved: Decimal = field(default_factory=Decimal)  # held from the balance while processing
+    # the estimate promised at enqueue, counted against the balance until the row starts (or is cancelled), so
+    # that whether an enqueue is refused for want of credits depends on the enqueues before it, not on timing
+    pledged: Decimal = field(default_factory=Decimal)
 
     @property
     def file_path(self) -> str:
@@ -95,6 +98,7 @@ class EmulatorState:
         self._lock = threading.Lock()
         self._rows: dict[str, Generation] = {}
         self._credits = {user: Decimal(str(amount)) for user, amount in credits.items()}
+        self._pledged: dict[str, Decimal] = {}  # user -> sum of the pledges of their queued rows
         self._tokens: dict[str, tuple[str, int]] = {}  # presign token -> (generation id, expires)
         self.base_url = "http://127.0.0.1"  # set once the port is bound
         self.result_host = result_host
@@ -105,6 +109,9 @@ class EmulatorState:
     def add(self, generation: Generation) -> None:
         with self._lock:
             self._rows[generation.generation_id] = generation
+            if generation.pledged:
+                user = generation.username
+                self._pledged[user] = self._pledged.get(user, Decimal(0)) + generation.pledged
 
     def get(self, generation_id: str) -> Generation | None:
         """A copy of the row, or None."""
@@ -143,6 +150,27 @@ class EmulatorState:
         with self._lock:
             return self._credits.get(username, Decimal(0))
 
+    def available(self, username: str) -> Decimal:
+        """The balance less what queued rows have pledged: what a new enqueue may still count on."""
+        with self._lock:
+            return self._credits.get(username, Decimal(0)) - self._pledged.get(username, Decimal(0))
+
+    def top_up(self, username: str, amount: float) -> Decimal:
+        """Add credits to a user's balance (a test's "the user paid"); the new balance."""
+        with self._lock:
+            self._credits[username] = self._credits.get(username, Decimal(0)) + Decimal(str(amount))
+            return self._credits[username]
+
+    def unpledge(self, generation_id: str) -> None:
+        """The row started or was cancelled: its pledge no longer counts against the balance."""
+        with self._lock:
+            self._unpledge(self._rows[generation_id])
+
+    def _unpledge(self, row: Generation) -> None:
+        if row.pledged:
+            self._pledged[row.username] = self._pledged.get(row.username, Decimal(0)) - row.pledged
+            row.pledged = Decimal(0)
+
     def reserve(self, generation_id: str, amount: Decimal) -> bool:
         """Hold `amount` from the owner's balance; False (nothing held) when the balance is short."""
         with self._lock:
@@ -154,9 +182,10 @@ class EmulatorState:
             return True
 
     def release(self, generation_id: str) -> None:
-        """Give a reservation back (failure, cancel)."""
+        """Give a reservation (or a pledge) back: failure, cancel."""
         with self._lock:
             row = self._rows[generation_id]
+            self._unpledge(row)
             self._credits[row.username] = self._credits.get(row.username, Decimal(0)) + row.reserved
             row.reserved = Decimal(0)
 

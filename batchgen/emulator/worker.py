@@ -119,6 +119,7 @@ class Worker:
             return (row if row is not None and row.status == Status.PROCESSING else None), None
         params, error = self.catalog.validate(row.model, row.params, lenient_types=self.config.lenient_types)
         started = self.state.update(generation_id, status=Status.PROCESSING, started_at=self.clock.now())
+        self.state.unpledge(generation_id)  # from here on the reservation (or the failure) decides
         if error:
             return started, error
         if not self.state.reserve(generation_id, self.catalog.cost(row.model, params)):

@@ -16,6 +16,9 @@ from batchgen.engine.store import JobState
 ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
 
 
+OUT_OF_CREDITS = "the account ran out of credits"  # how a stop for want of credits begins (api.py completes it)
+
+
 class Halt(Exception):
     """Stop the run now (auth refused, API gone, disk unusable, lease lost): the state stays resumable."""
 

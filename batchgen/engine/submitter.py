@@ -9,7 +9,7 @@ from anyio.abc import TaskGroup
 
 from batchgen.core.backoff import backoff
 from batchgen.core.jobs import JobStatus
-from batchgen.engine.book import Halt, JobBook, request_key
+from batchgen.engine.book import OUT_OF_CREDITS, Halt, JobBook, request_key
 from batchgen.engine.client import OxenClient
 from batchgen.engine.heartbeat import LeaseKeeper
 from batchgen.engine.options import RunOptions
@@ -231,7 +231,7 @@ class Submitter:
             self.book.limit.shrink()
             self.gate.pause(exc.retry_after if exc.retry_after is not None else self._backoff(group[0].attempts))
         elif isinstance(exc, InsufficientCreditsError):
-            self.book.halted_submits = str(exc)
+            self.book.halted_submits = self.book.halted_submits or f"{OUT_OF_CREDITS} ({exc})"
         else:
             if isinstance(exc, ApiUnreachableError):
                 self.tracker.unreachable()

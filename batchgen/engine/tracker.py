@@ -17,7 +17,7 @@ from batchgen.core.jobs import JobStatus
 from batchgen.core.lifecycle import JobEvent
 from batchgen.core.remote import RemoteGeneration, failure_class
 from batchgen.core.stream_health import PollSchedule, StreamHealth, StreamMode
-from batchgen.engine.book import ACTIVE, Halt, JobBook
+from batchgen.engine.book import ACTIVE, OUT_OF_CREDITS, Halt, JobBook
 from batchgen.engine.client import OxenClient
 from batchgen.engine.options import RunOptions
 from batchgen.engine.store import JobState, Lease, Store
@@ -82,9 +82,7 @@ class Tracker:
             error = remote.error or "failed without a message"
             klass = failure_class(error)
             if klass == "insufficient_credits":
-                self.book.halted_submits = (
-                    f"the account ran out of credits ({error}); add credits, then `batchgen resume`"
-                )
+                self.book.halted_submits = self.book.halted_submits or f"{OUT_OF_CREDITS} ({error})"
             self.store.mark_failed(
                 self.lease, job, JobEvent.FAILED_REMOTELY, error=error, error_class=klass, remote=remote
             )

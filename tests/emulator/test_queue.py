@@ -225,18 +225,39 @@ def test_other_users_rows_are_404() -> None:
 
 def test_credits_checked_at_enqueue_and_at_run_time() -> None:
     keys = {"poor": Account("poor", credits_usd=1.0), "broke": Account("broke", credits_usd=0.0)}
-    with running_emulator(EmulatorConfig(keys=keys, time_scale=0.0005)) as emu:
+    with running_emulator(EmulatorConfig(keys=keys, time_scale=0.0005, strict_credit_check=False)) as emu:
         with authed(emu, "broke") as broke:
             reply = broke.post("/api/ai/queue", json=SORA)
             assert reply.status_code == 402
-            assert reply.json()["error"]["detail"] == "Insufficient credits"
-            assert reply.json()["status_message"] == "insufficient_credits"
+            assert reply.json() == OUT_OF_CREDITS
         with authed(emu, "poor") as poor:
             gid = _enqueue(poor, {**SORA, "seconds": "12"})  # 12 s x 0.30 = 3.60 > 1.00
             row = wait_terminal(poor, gid)
             assert (row["status"], row["error_message"]) == ("failed", "Insufficient credits")
     with running_emulator(EmulatorConfig(keys=keys, strict_credit_check=True)) as emu, authed(emu, "poor") as poor:
         assert poor.post("/api/ai/queue", json={**SORA, "seconds": "12"}).status_code == 402
+
+
+OUT_OF_CREDITS = {
+    "error": {"type": "insufficient_credits", "title": "You have run out of credits."},
+    "status": "error",
+    "status_message": "insufficient_credits",
+}
+
+
+def test_queued_generations_count_against_the_credits_so_the_refusal_does_not_depend_on_timing() -> None:
+    # $3 pays for two 4 s clips ($1.20 each); held at the gate, neither has started (nor reserved) when the
+    # third enqueue comes, and that one is refused all the same, with the API's body
+    keys = {"k": Account("u", credits_usd=3.0)}
+    with running_emulator(EmulatorConfig(keys=keys, queue_delay_s=30.0)) as emu, authed(emu, "k") as client:
+        first, second = _enqueue(client, SORA), _enqueue(client, {**SORA, "prompt": "another"})
+        assert emu.state.get(first).status == emu.state.get(second).status == "queued"  # type: ignore[union-attr]
+        reply = client.post("/api/ai/queue", json={**SORA, "prompt": "a third"})
+        assert (reply.status_code, reply.json()) == (402, OUT_OF_CREDITS)
+        assert client.delete(f"/api/ai/queue/{first}").status_code == 200  # a cancel gives the pledge back
+        _enqueue(client, {**SORA, "prompt": "a third"})
+        emu.state.top_up("u", 1.2)
+        _enqueue(client, {**SORA, "prompt": "a fourth"})
 
 
 def test_legacy_mode_404s_once_terminal_and_says_model() -> None:
