@@ -3,6 +3,7 @@
     app.py          the typer app, the consoles, the exit codes (documented there), errors to messages, `main`
     options.py      the options every command spells the same way, the settings, the state database
     running.py      run, resume: progress, a clean stop on SIGINT/SIGTERM, the closing words and exit code
+    progress_view.py  how progress looks: a live bar on a terminal, a plain line every 10 s elsewhere
     inspection.py   status, runs, cancel, unused, export, report
     serve.py        serve: the live gallery
     plan.py         plan
