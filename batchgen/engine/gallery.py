@@ -24,7 +24,6 @@ from urllib.parse import quote
 
 import anyio
 import uvicorn
-from sqlalchemy import func, select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response, StreamingResponse
@@ -32,7 +31,6 @@ from starlette.routing import Route
 
 from batchgen.core.jobs import JobRow
 from batchgen.core.report import choose_layout, estimated_finish, job_figure, render_report, summary_html
-from batchgen.engine.ledger import GENERATIONS, JOBS
 from batchgen.engine.store import RunInfo, Store
 from batchgen.errors import BatchgenError
 
@@ -105,14 +103,7 @@ class Gallery:
 
     def mark(self) -> tuple[Any, ...]:
         """The cheap read: changes whenever any job or ledger row of the run is written."""
-        with self.store.engine.connect() as db:
-            jobs = db.execute(
-                select(func.count(), func.max(JOBS.c.updated_at)).where(JOBS.c.run_id == self.run.id)
-            ).one()
-            ledger = db.execute(
-                select(func.count(), func.max(GENERATIONS.c.updated_at)).where(GENERATIONS.c.run_id == self.run.id)
-            ).one()
-        return (*jobs, *ledger)
+        return self.store.change_mark(self.run.id)
 
     def _read(self) -> tuple[list[JobRow], Any, Any]:
         rows = self.store.job_rows(self.run.id)

@@ -221,6 +221,15 @@ class Store(JobTransitions, RunnerSeats):
             ).all()
         return [ledger_row(r) for r in rows]
 
+    def change_mark(self, run_id: int) -> tuple[Any, ...]:
+        """A cheap value that changes whenever any job or ledger row of the run is written (the live gallery)."""
+        with self.engine.connect() as db:
+            jobs = db.execute(select(func.count(), func.max(JOBS.c.updated_at)).where(JOBS.c.run_id == run_id)).one()
+            ledger = db.execute(
+                select(func.count(), func.max(GENERATIONS.c.updated_at)).where(GENERATIONS.c.run_id == run_id)
+            ).one()
+        return (*jobs, *ledger)
+
     def unused_generations(self, run_id: int) -> list[LedgerRow]:
         """Generations of the run that no job uses (none was assigned, or the job uses another), not failed."""
         with self.engine.connect() as db:
