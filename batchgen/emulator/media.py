@@ -3,7 +3,10 @@
 The MP4 is a 1 s 128x72 H.264 (baseline, yuv420p, faststart) clip made once with ffmpeg and shipped as
 package data, so the runtime needs no ffmpeg. Per generation we append a top-level `free` box carrying the
 generation id: players skip `free` boxes, and since `moov` precedes `mdat` no offset moves, so the file stays
-playable while its sha256 is unique. The PNG is drawn in pure Python (zlib) with colours from the id.
+playable while its sha256 is unique (its picture is the same for every generation: varying it needs an encoder).
+The PNG is drawn in pure Python (zlib): a gradient between two colours and a pattern (stripes, checks, rings or
+diagonals, in a third colour and a cell size) all taken from the id, so two generations look different at a glance;
+its shape follows the request (`aspect_ratio`, `image_size`, `size`, `width`/`height`), the long side LONG_SIDE px.
 
 `result_size_bytes` pads a file to a real download's size inside the same kind of container the player already
 skips (a bigger `free` box; a private ancillary PNG chunk before IEND), filled with bytes drawn from the id, so
@@ -16,11 +19,50 @@ import functools
 import hashlib
 import struct
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 VIDEO_CONTENT_TYPE = "video/mp4"
 IMAGE_CONTENT_TYPE = "image/png"
+
+
+LONG_SIDE = 96  # pixels of a PNG's longer side: small files, still a visible picture
+_NAMED_RATIOS = {"square": (1, 1), "square_hd": (1, 1), "portrait": (9, 16), "landscape": (16, 9)}
+
+
+def _ratio(text: str) -> tuple[int, int] | None:
+    """ "16:9", "9x16", "1024x1536", "portrait", "landscape_4_3", "portrait_16_9" to (width, height) parts."""
+    text = text.strip().lower()
+    if text in _NAMED_RATIOS:
+        return _NAMED_RATIOS[text]
+    for orientation in ("portrait", "landscape"):
+        if text.startswith(orientation + "_"):
+            parts = text.removeprefix(orientation + "_").split("_")
+            if len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts):
+                long, short = max(int(p) for p in parts), min(int(p) for p in parts)
+                return (short, long) if orientation == "portrait" else (long, short)
+    for sep in (":", "x", "*", "/"):
+        if sep in text:
+            parts = [p.strip() for p in text.split(sep)]
+            if len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts):
+                return int(parts[0]), int(parts[1])
+    return None
+
+
+def shape_of(params: Mapping[str, Any]) -> tuple[int, int]:
+    """A PNG's (width, height) for a request: its shape scaled so the longer side is LONG_SIDE (square by default)."""
+    ratio: tuple[int, int] | None = None
+    width, height = params.get("width"), params.get("height")
+    if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
+        ratio = (width, height)
+    for key in ("aspect_ratio", "image_size", "size", "resolution"):
+        if ratio is None and isinstance(params.get(key), str):
+            ratio = _ratio(params[key])
+    w, h = ratio or (1, 1)
+    scale = LONG_SIDE / max(w, h)
+    return max(8, round(w * scale)), max(8, round(h * scale))
 
 
 @functools.cache
@@ -48,16 +90,35 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 PADDING_CHUNK = b"bgPd"  # ancillary, private, safe to copy: every decoder skips it
 
 
+def _in_pattern(kind: int, x: int, y: int, cell: int, width: int, height: int) -> bool:
+    """Whether pixel (x, y) carries the pattern's colour: stripes across, stripes down, checks, rings, diagonals."""
+    if kind == 0:
+        return (y // cell) % 2 == 0
+    if kind == 1:
+        return (x // cell) % 2 == 0
+    if kind == 2:
+        return (x // cell + y // cell) % 2 == 0
+    if kind == 3:
+        dx, dy = x - width // 2, y - height // 2
+        return int((dx * dx + dy * dy) ** 0.5) // cell % 2 == 0
+    return ((x + y) // cell) % 2 == 0
+
+
 def png_bytes(generation_id: str, width: int = 64, height: int = 64, size: int | None = None) -> bytes:
-    """An RGB PNG: a diagonal gradient between two colours taken from the id's hash (with a padding chunk before
-    IEND that brings it to `size` bytes, when given and larger than the picture)."""
+    """An RGB PNG: a diagonal gradient between two colours from the id's hash, overlaid with a pattern in a third
+    colour (kind and cell size from the hash too); a padding chunk before IEND brings it to `size` bytes, when given
+    and larger than the picture."""
     digest = hashlib.sha256(generation_id.encode()).digest()
-    start, end = digest[0:3], digest[3:6]
+    start, end, ink = digest[0:3], digest[3:6], bytes(digest[6:9])
+    kind, cell = digest[9] % 5, 3 + digest[10] % 10
     rows = bytearray()
     span = max(1, width + height - 2)
     for y in range(height):
         rows.append(0)  # filter type "none" for this scanline
         for x in range(width):
+            if _in_pattern(kind, x, y, cell, width, height):
+                rows.extend(ink)
+                continue
             t = (x + y) / span
             rows.extend(round(a + (b - a) * t) for a, b in zip(start, end, strict=True))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
@@ -88,16 +149,21 @@ class ResultFile:
 
 
 @functools.lru_cache(maxsize=8)  # a few files of several MiB each: the ones being downloaded right now
-def result_file(generation_id: str, media_type: str, size: int | None = None) -> ResultFile:
-    """The file for a generation, padded to `size` bytes when given (never shorter than the media itself)."""
-    data, content_type = result_bytes(generation_id, media_type, size)
+def result_file(
+    generation_id: str, media_type: str, size: int | None = None, shape: tuple[int, int] = (64, 64)
+) -> ResultFile:
+    """The file for a generation, padded to `size` bytes when given (never shorter than the media itself); an
+    image is `shape` (width, height) pixels (`shape_of` the request)."""
+    data, content_type = result_bytes(generation_id, media_type, size, shape)
     return ResultFile(data, content_type, hashlib.sha256(data).hexdigest())
 
 
-def result_bytes(generation_id: str, media_type: str, size: int | None = None) -> tuple[bytes, str]:
+def result_bytes(
+    generation_id: str, media_type: str, size: int | None = None, shape: tuple[int, int] = (64, 64)
+) -> tuple[bytes, str]:
     """The file for a generation and its content type (padded to `size` bytes when given)."""
     if media_type == "image":
-        return png_bytes(generation_id, size=size), IMAGE_CONTENT_TYPE
+        return png_bytes(generation_id, *shape, size=size), IMAGE_CONTENT_TYPE
     return mp4_bytes(generation_id, size), VIDEO_CONTENT_TYPE
 
 

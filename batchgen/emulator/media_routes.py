@@ -57,7 +57,7 @@ def _serve(svc: Services, request: Request, row: Generation, *, presigned: bool)
     the ledger. A transient failure answers before the Range is looked at, as a proxy or rate limiter would."""
     gid = row.generation_id
     stable = f"{gid}#{svc.ledger.download_attempt(gid)}"
-    file = media.result_file(gid, row.media_type, svc.faults.result_size_bytes)
+    file = media.result_file(gid, row.media_type, svc.faults.result_size_bytes, media.shape_of(row.params))
     total = len(file.data)
     asked = request.headers.get("range")
     wanted = transfer.requested_range(asked, total)
@@ -213,7 +213,9 @@ def _sync_id(svc: Services, canonical: str, attempt: int) -> str:
 def _sync_reply(svc: Services, row: Generation, response_format: Any) -> dict[str, Any]:
     """§9: `{"model", "created", "videos"|"images": [{"url"}|{"b64_json"}]}`."""
     if response_format == "b64_json":
-        file = media.result_file(row.generation_id, row.media_type, svc.faults.result_size_bytes)
+        file = media.result_file(
+            row.generation_id, row.media_type, svc.faults.result_size_bytes, media.shape_of(row.params)
+        )
         item = {"b64_json": base64.b64encode(file.data).decode("ascii")}
     else:
         item = {"url": svc.state.presigned_url(row.generation_id, svc.config.presign_ttl_s)}
