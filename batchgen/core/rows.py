@@ -49,7 +49,8 @@ def read_rows(source: RowsSource, read_text: ReadText) -> tuple[tuple[Layer, ...
 
 def parse_rows(text: str, source: RowsSource) -> tuple[tuple[Layer, ...], list[Problem]]:
     """Rows from the text of a CSV or JSONL file."""
-    handle = io.StringIO(text, newline="")
+    # a file saved by Excel starts with a byte-order mark, which would stick to the first column's name
+    handle = io.StringIO(text.removeprefix("\ufeff"), newline="")
     try:
         if source.format == "csv":
             return _read_csv(handle, source)

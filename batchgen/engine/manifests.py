@@ -10,7 +10,8 @@ from batchgen.errors import ManifestError, Problem
 
 
 def read_text(path: Path) -> str:
-    return path.read_text(encoding="utf-8")
+    """A manifest or rows file as text: UTF-8, without the byte-order mark Excel writes first."""
+    return path.read_text(encoding="utf-8-sig")
 
 
 def load_manifest(path: Path | str) -> Manifest:
