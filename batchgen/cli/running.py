@@ -132,6 +132,12 @@ def _finish(summary: RunSummary | None, db: str | None, run_name: str | None) ->
     stderr.print(f"run {summary.run!r}: {counts} in {summary.elapsed_s:.1f} s ({summary.requests} API requests)")
     if summary.retired_jobs:
         stderr.print(f"{summary.retired_jobs} pending job(s) no longer in the manifest were cancelled")
+    if summary.oxen_commit is not None:
+        done = summary.oxen_commit
+        if done.commit_id is None:
+            stderr.print(f"the Oxen repository {done.repo} already had this run's results (commit {done.head})")
+        else:
+            stderr.print(f"committed {done.commit_id} to the Oxen repository {done.repo}: {done.message}")
     if summary.stopped_reason:
         stderr.print(styled("stopped submitting:", "yellow", f" {summary.stopped_reason}"))
     unknown = summary.counts.get(JobStatus.UNKNOWN, 0)
