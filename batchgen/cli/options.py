@@ -21,17 +21,17 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         help="State database: a SQLite file, or postgresql://USER@HOST:PORT/DB to share a run between machines "
-        "[env BATCHGEN_DB; default state/batchgen.db].",
+        "(env BATCHGEN_DB; default state/batchgen.db).",
     ),
 ]
 BaseUrlOption = Annotated[
     str | None,
     typer.Option(
         "--base-url",
-        help="API base URL [env BATCHGEN_BASE_URL; default https://hub.oxen.ai; a stored run defaults to its own].",
+        help="API base URL (env BATCHGEN_BASE_URL; default https://hub.oxen.ai; a stored run defaults to its own).",
     ),
 ]
-RunArgument = Annotated[str | None, typer.Argument(metavar="[RUN]", help="Run name [default: the latest].")]
+RunArgument = Annotated[str | None, typer.Argument(metavar="[RUN]", help="Run name (default: the latest).")]
 SubmitRateOption = Annotated[
     float, typer.Option("--submit-rate", min=0.01, help="Enqueue requests per second at most (429s slow it further).")
 ]

@@ -36,7 +36,7 @@ def run(
     ] = False,
     concurrency: ConcurrencyOption = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Download directory [default: the manifest's output].")
+        Path | None, typer.Option("--out", help="Download directory (default: the manifest's output).")
     ] = None,
     max_cost: Annotated[float | None, typer.Option("--max-cost", help="Refuse to spend more than this (USD).")] = None,
     retry_failed: RetryFailedOption = False,
