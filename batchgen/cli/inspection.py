@@ -81,7 +81,8 @@ def status(
     table.add_row("spent", f"${money.spent:.2f} (estimate for every job: ~${estimated:.2f})")
     table.add_row("reserved", f"${money.reserved:.2f} in flight")
     if money.budget is not None:
-        table.add_row("budget", f"${money.budget:.2f} (${money.left or 0.0:.2f} left)")
+        spent_of = f"spent ${money.spent:.2f} of ${money.budget:.2f} budget"
+        table.add_row("budget", f"{spent_of} (${money.reserved:.2f} reserved, ${money.left or 0.0:.2f} left)")
     table.add_row("files", info.out_dir)
     for r in [r for r in runners if r.live]:
         table.add_row(

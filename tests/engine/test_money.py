@@ -248,6 +248,8 @@ def test_status_and_unused_name_a_paid_generation_no_job_uses(tmp_path: Path, mo
     data = json.loads(result.stdout)
     assert data["spent"] == 1.25 and data["reserved"] == 1.2 and data["budget"] == 10.0
     assert data["left"] == pytest.approx(10.0 - 1.25 - 1.2)
+    table = CliRunner().invoke(app, ["status"], env={"COLUMNS": "200"}).stdout
+    assert "spent $1.25 of $10.00 budget ($1.20 reserved, $7.55 left)" in table
     assert [u["generation_id"] for u in data["unused_generations"]] == ["g-old"]
     listed = CliRunner().invoke(app, ["unused"])
     assert listed.exit_code == 0 and "g-old" in listed.stdout and "g-new" not in listed.stdout
