@@ -50,7 +50,8 @@ class JobTransitions:
         raise NotImplementedError
 
     def add_jobs(self, lease: Lease, jobs: Sequence[NewJob]) -> int:
-        """Add the jobs the run does not have yet (by key); return how many were new."""
+        """Add the jobs the run does not have yet (by key), and give pending jobs without an estimate this plan's;
+        return how many were new."""
         now = utcnow()
         with self._fenced(lease) as db:
             known = set(db.execute(select(JOBS.c.key).where(JOBS.c.run_id == lease.run_id)).scalars())
@@ -74,6 +75,29 @@ class JobTransitions:
             ]
             if rows:
                 db.execute(insert(JOBS), rows)
+            # a job added while prices were unknown (the registry was unreachable) gets this plan's estimate;
+            # only while it is pending: a job in flight keeps the estimate its intent was checked against
+            unpriced = set(
+                db.execute(
+                    select(JOBS.c.key).where(
+                        JOBS.c.run_id == lease.run_id,
+                        JOBS.c.status == JobStatus.PENDING.value,
+                        JOBS.c.estimated_cost.is_(None),
+                    )
+                ).scalars()
+            )
+            for job in jobs:
+                if job.spec.key in unpriced and job.estimated_cost is not None:
+                    db.execute(
+                        update(JOBS)
+                        .where(
+                            JOBS.c.run_id == lease.run_id,
+                            JOBS.c.key == job.spec.key,
+                            JOBS.c.status == JobStatus.PENDING.value,
+                            JOBS.c.estimated_cost.is_(None),
+                        )
+                        .values(estimated_cost=job.estimated_cost)
+                    )
         return len(rows)
 
     def retire_jobs(self, lease: Lease, keep: set[str]) -> int:
