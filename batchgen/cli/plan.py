@@ -86,7 +86,7 @@ def _print_plan(plan: Plan, shown: int) -> None:
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("key", no_wrap=True)
     table.add_column("model", no_wrap=True)
-    table.add_column("parameters", overflow="fold")
+    table.add_column("parameters", no_wrap=True, overflow="ellipsis")  # one line a job; --json has them whole
     table.add_column("est. cost", justify="right", no_wrap=True)
     for job in plan.jobs[: max(shown, 0)]:
         cost = "unknown" if job.estimated_cost is None else _usd(Decimal(str(job.estimated_cost)))

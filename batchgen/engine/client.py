@@ -8,6 +8,7 @@ The Bearer key is sent only to the API's own origin, never to a result URL on an
 from __future__ import annotations
 
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -142,7 +143,7 @@ class OxenClient:
             self._note_server_clock(response, sent_at)
             return response
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise ApiUnreachableError(f"cannot reach {self.base_url}: {exc or type(exc).__name__}") from exc
+            raise unreachable(self.base_url, exc) from exc
         except httpx.TransportError as exc:
             raise ServerError(f"{method} {path}: connection failed mid-request ({type(exc).__name__})") from exc
 
@@ -301,7 +302,7 @@ class OxenClient:
                                 _raise_for(response, "download")
                             await _receive(response, partial, on_bytes)
                 except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                    raise ApiUnreachableError(f"cannot reach {urlsplit(url).hostname} for a download") from exc
+                    raise unreachable(url, exc, what="for a download") from exc
                 except httpx.TransportError as exc:
                     raise ServerError(
                         f"download cut short at {partial.size} bytes ({type(exc).__name__}); it continues from there"
@@ -312,6 +313,19 @@ class OxenClient:
                 size = partial.size
                 return await partial.finish(dest), size
         raise ServerError("download: too many redirects")
+
+
+def unreachable(url: str, exc: Exception, *, what: str = "") -> ApiUnreachableError:
+    """A connection that could not be made, in words: an untrusted certificate says how to trust it."""
+    host = urlsplit(url).netloc or url
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc) or isinstance(exc.__context__, ssl.SSLCertVerificationError):
+        return ApiUnreachableError(
+            f"the certificate of {host} is not trusted ({exc}); if a proxy or a corporate CA signs it, set "
+            "SSL_CERT_FILE to that CA's bundle (a PEM file)"
+        )
+    return ApiUnreachableError(
+        f"cannot reach {url.rstrip('/')}{' ' + what if what else ''}: {exc or type(exc).__name__}"
+    )
 
 
 MIN_DOWNLOAD_RATE = 32 * 1024  # bytes/s: a transfer slower than this over its whole length is cut and resumed

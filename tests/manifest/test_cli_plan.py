@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -15,8 +16,8 @@ from .fakes import seed_cache, write
 DEMO = Path(__file__).resolve().parents[2] / "manifests" / "demo.yaml"
 
 
-def plan(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BATCHGEN_STATE_DIR": str(state), "COLUMNS": "200"}
+def plan(*args: str, state: Path, columns: int = 200) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BATCHGEN_STATE_DIR": str(state), "COLUMNS": str(columns)}
     return subprocess.run(
         [sys.executable, "-m", "batchgen.cli", "plan", *args], capture_output=True, text=True, env=env, timeout=60
     )
@@ -54,6 +55,16 @@ def test_demo_plan_from_the_cache_as_a_table_and_as_json(isolated_state: Path) -
     data = json.loads(result.stdout)
     assert data["job_count"] == 9 and data["valid"] and data["priced"] and data["total_cost"] == 9.625
     assert len({job["key"] for job in data["jobs"]}) == 9
+
+
+def test_the_plan_table_keeps_one_line_per_job_on_a_narrow_terminal(isolated_state: Path) -> None:
+    seed_cache(isolated_state)
+    table = plan(str(DEMO), "--offline", state=isolated_state, columns=100)
+    assert table.returncode == 0, table.stderr
+    rows = [line for line in table.stdout.splitlines() if re.match(r"^[0-9a-f]{16} ", line)]
+    assert len(rows) == 9, table.stdout  # one line each: the parameters are cut with an ellipsis, not folded
+    assert all(len(line) <= 100 for line in table.stdout.splitlines())
+    assert any("…" in line for line in rows)
 
 
 def test_max_cost_refuses_with_exit_2(isolated_state: Path) -> None:

@@ -20,7 +20,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from batchgen.emulator import Account, EmulatorConfig, RunningEmulator, running_emulator
+from batchgen.engine.client import OxenClient, RetryPolicy
+from batchgen.errors import ApiUnreachableError
 from tests.kit import IMAGE_MODEL, assert_exactly_once, wait_for, write_manifest
 from tests.kit_processes import REPO, batchgen_cmd, env_with
 from tests.network.proxies import Certificates, Mode, Nginx, Tinyproxy, nginx, tinyproxy
@@ -219,3 +223,15 @@ def key_stayed_in_the_tunnel(path: Route) -> None:
     # nginx logs the stream once it has seen the client go
     wait_for(lambda: '"GET /api/events HTTP/1.1" 200 ' in path.site.access_log(), what="the stream in nginx's log")
     assert KEY not in path.site.access_log()
+
+
+async def test_an_untrusted_certificate_says_how_to_trust_it(certificates: Certificates, tmp_path: Path) -> None:
+    # the client trusts only an unrelated bundle (certifi's): nginx's throw-away CA is not in it
+    with running_emulator(EmulatorConfig(keys={KEY: Account(username="proxied")})) as emu:
+        with nginx(emu.base_url, "streaming", tmp_path, certs=certificates) as site:
+            async with OxenClient(site.url, KEY, retry=RetryPolicy(attempts=1)) as client:
+                with pytest.raises(ApiUnreachableError) as caught:
+                    await client.check_access()
+    message = str(caught.value)
+    assert "is not trusted" in message and "SSL_CERT_FILE" in message and f"127.0.0.1:{site.port}" in message
+    assert not emu.ledger.requests, "nothing reached the API"
