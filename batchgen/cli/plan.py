@@ -84,11 +84,15 @@ def _print_plan(plan: Plan, shown: int) -> None:
         )
     )
     table = Table(show_edge=False, pad_edge=False)
-    table.add_column("key", no_wrap=True)
-    table.add_column("model", no_wrap=True)
-    table.add_column("parameters", no_wrap=True, overflow="ellipsis")  # one line a job; --json has them whole
-    table.add_column("est. cost", justify="right", no_wrap=True)
-    for job in plan.jobs[: max(shown, 0)]:
+    listed = plan.jobs[: max(shown, 0)]
+    model_width = max((len(j.spec.model) for j in listed), default=5)
+    table.add_column("key", no_wrap=True, min_width=16)
+    table.add_column("model", no_wrap=True, min_width=model_width)
+    # one line a job: the parameters give way (with an ellipsis) to the rest; --json has them whole
+    room = stdout.width - 16 - model_width - 9 - 3 * 3  # the other columns and the separators between them
+    table.add_column("parameters", no_wrap=True, overflow="ellipsis", max_width=max(20, room))
+    table.add_column("est. cost", justify="right", no_wrap=True, min_width=9)
+    for job in listed:
         cost = "unknown" if job.estimated_cost is None else _usd(Decimal(str(job.estimated_cost)))
         table.add_row(job.spec.key, job.spec.model, _describe_params(job.spec.params, job.spec.repeat), cost)
     if plan.jobs and shown > 0:
