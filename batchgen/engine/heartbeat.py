@@ -1,6 +1,6 @@
 """Keeping the run's lease: a heartbeat, and a check before every enqueue that the lease still holds.
 
-The lease is a fencing token in the store (`runs.epoch`). A heartbeat that changes no row means another runner
+The lease is the runner's row in `runners` with its fencing token. A heartbeat that changes no row means another runner
 took the run over: this one stops at once. Before an enqueue, a lease last confirmed longer ago than a third of
 its length (a pause, a closed laptop) is confirmed again first, so a runner woken past its lease sends nothing.
 """

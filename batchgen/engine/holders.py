@@ -1,6 +1,6 @@
 """Who holds a run: the identity a runner writes into the run's row, and when that holder's lease is over.
 
-Ownership itself is the fencing token (`runs.epoch`), never these: the pid check below only frees at once the lease
+Ownership itself is the runner's fencing token (its row in `runners`, engine/runners.py), never these: the pid check below only frees at once the lease
 of a process that certainly no longer exists; anything else waits for the lease to expire.
 """
 

@@ -1,8 +1,9 @@
 """The state database: runs, jobs and the ledger of generations, every change one named, committed transaction.
 
-SQLite in WAL mode. Every write is one `BEGIN IMMEDIATE` transaction (writers queue on the database lock instead of
-deciding on a stale read), and every write of a runner carries its lease (a fencing token, `runs.epoch`): when the
-run has been taken over since, the write changes nothing and raises LeaseLostError. A job's status changes only by
+SQLite in WAL mode, or PostgreSQL. Every write is one transaction (BEGIN IMMEDIATE on SQLite; the run's advisory
+lock on PostgreSQL), so writers queue instead of deciding on a stale read, and every write of a runner carries its
+lease (its row in `runners` and its fencing token, engine/runners.py): when the runner was ended since (taken over,
+its lease run out), the write changes nothing and raises LeaseLostError. A job's status changes only by
 an event of the lifecycle table (`core/lifecycle.py`), applied in SQL only from that event's source statuses.
 
 Money is the ledger's: `generations` has one row per generation id the run caused or adopted, never cleared. The
