@@ -12,7 +12,15 @@ import typer
 from rich.table import Table
 
 from batchgen.cli.app import ExitCode, app, stderr, stdout, styled, write_stdout
-from batchgen.cli.options import BaseUrlOption, DbOption, RunArgument, existing_store, settings
+from batchgen.cli.options import (
+    BaseUrlOption,
+    ColsAxisOption,
+    DbOption,
+    RowsAxisOption,
+    RunArgument,
+    existing_store,
+    settings,
+)
 from batchgen.core.export import write_csv, write_jsonl
 from batchgen.core.jobs import JobRow, JobStatus
 from batchgen.core.report import relative_href, render_report
@@ -237,10 +245,8 @@ def report_command(
     output: Annotated[
         str | None, typer.Option("-o", "--output", help="HTML file (default: report.html in the run's output dir).")
     ] = None,
-    rows_axis: Annotated[str | None, typer.Option("--rows", help="Axis down the rows (default: automatic).")] = None,
-    cols_axis: Annotated[
-        str | None, typer.Option("--cols", help="Axis across the columns (default: automatic).")
-    ] = None,
+    rows_axis: RowsAxisOption = None,
+    cols_axis: ColsAxisOption = None,
     db: DbOption = None,
 ) -> None:
     """Write a self-contained HTML contact sheet of a run: two axes as a grid, the others as sections."""

@@ -32,6 +32,8 @@ BaseUrlOption = Annotated[
     ),
 ]
 RunArgument = Annotated[str | None, typer.Argument(metavar="[RUN]", help="Run name (default: the latest).")]
+RowsAxisOption = Annotated[str | None, typer.Option("--rows", help="Axis down the rows (default: automatic).")]
+ColsAxisOption = Annotated[str | None, typer.Option("--cols", help="Axis across the columns (default: automatic).")]
 SubmitRateOption = Annotated[
     float, typer.Option("--submit-rate", min=0.01, help="Enqueue requests per second at most (429s slow it further).")
 ]

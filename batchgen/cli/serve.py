@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from batchgen.cli.app import app, stderr, stdout, styled
-from batchgen.cli.options import DbOption, RunArgument, existing_store
+from batchgen.cli.options import ColsAxisOption, DbOption, RowsAxisOption, RunArgument, existing_store
 from batchgen.engine.gallery import Gallery, bind, gallery_server
 
 DEFAULT_PORT = 8765
@@ -32,10 +32,8 @@ def serve(
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on; anything but loopback shows the run to the network.")
     ] = "127.0.0.1",
-    rows_axis: Annotated[str | None, typer.Option("--rows", help="Axis down the rows (default: automatic).")] = None,
-    cols_axis: Annotated[
-        str | None, typer.Option("--cols", help="Axis across the columns (default: automatic).")
-    ] = None,
+    rows_axis: RowsAxisOption = None,
+    cols_axis: ColsAxisOption = None,
     db: DbOption = None,
 ) -> None:
     """Serve a run's report as a live gallery: cells fill in as jobs finish (read-only; Ctrl-C stops)."""
