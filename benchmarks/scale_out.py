@@ -1,7 +1,7 @@
 """Several runners on one PostgreSQL run (issue 13): throughput with 1, 2 and 4 runners, SQLite against
 PostgreSQL for one runner, and how fast the others take over from a runner that dies or stops.
 
-    python benchmarks/scale_out.py [--jobs 5000]   # full run (about 12 minutes), rewrites its BENCHMARKS.md section
+    python benchmarks/scale_out.py [--jobs 5000]   # full run (about 15 minutes), rewrites its BENCHMARKS.md section
     python benchmarks/scale_out.py --smoke          # 300 jobs, 1 and 2 runners, a kill -9 failover; writes nothing
 
 Every runner is the real CLI (`python -m batchgen.cli run MANIFEST --db ...`) in its own process, all on the same
@@ -51,6 +51,8 @@ UNFINISHED = ("pending", "submitting", "unknown", "queued", "processing", "downl
 IN_FLIGHT = ("submitting", "unknown", "queued", "processing")
 PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 TICK = os.sysconf("SC_CLK_TCK")
+QUIET, QUIET_FOR = 0.15, 30.0  # before a measurement: the machine less than 15 % busy for 30 s
+DISTURBED, TRIES = 0.10, 3  # a throughput run during which other processes took over 10 % of the machine is redone
 CORES = os.cpu_count() or 1
 
 
@@ -134,8 +136,34 @@ def process_cpu(pid: int) -> float | None:
 
 def machine_busy() -> float:
     """CPU seconds the whole machine spent busy (every core) since boot: /proc/stat minus idle and iowait."""
+    return machine_ticks()[0]
+
+
+def machine_ticks() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    return (sum(values) - values[3] - values[4]) / TICK
+    return (sum(values) - values[3] - values[4]) / TICK, sum(values) / TICK
+
+
+def wait_for_quiet(limit_s: float = 1800.0) -> None:
+    """Wait (at most `limit_s`) until the machine has been less than QUIET busy for QUIET_FOR seconds: other
+    sessions share this machine, and a benchmark measured beside their test suites measures them."""
+    started = time.monotonic()
+    quiet_since: float | None = None
+    while time.monotonic() - started < limit_s:
+        busy0, total0 = machine_ticks()
+        time.sleep(5)
+        busy1, total1 = machine_ticks()
+        now = time.monotonic()
+        if (busy1 - busy0) / max(1e-9, total1 - total0) < QUIET:
+            quiet_since = quiet_since or now - 5
+            if now - quiet_since >= QUIET_FOR:
+                if now - started > QUIET_FOR + 5:
+                    say(f"  waited {now - started:.0f} s for the machine to be quiet")
+                return
+        else:
+            quiet_since = None
+    say(f"the machine was not quiet for {limit_s:.0f} s; measuring anyway")
 
 
 def census(database: str | None) -> dict[int, tuple[str, float]]:
@@ -243,7 +271,7 @@ class Watch:
             (self.database,),
         ).fetchone()
         holders = con.execute(
-            "SELECT a.state, left(regexp_replace(a.query, '\\s+', ' ', 'g'), 60) FROM pg_locks l "
+            "SELECT a.state, left(regexp_replace(a.query, '\\s+', ' ', 'g'), 80) FROM pg_locks l "
             "JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.locktype = 'advisory' AND l.granted AND a.datname = %s",
             (self.database,),
@@ -411,21 +439,31 @@ def exactly_once(db: str, ledger: dict[str, Any], jobs: int) -> Once:
     rows = job_rows(db)
     ids = [g for _, _, g in rows if g]
     statuses = Counter(s for _, s, _ in rows)
-    created, known = int(ledger["created"]), set(ledger["terminal_times"])
-    problems = []
+    created, known = int(ledger["created"]), set(ledger["terminal_times"]) | set(ledger.get("created_ids", []))
+    # a job being sent may have its generation on the emulator before its id is in the database
+    sending = statuses.get("submitting", 0) + statuses.get("unknown", 0)
+    twice = []
     if len(rows) != jobs:
-        problems.append(f"{len(rows)} job rows for {jobs} jobs")
-    if statuses.get("succeeded", 0) != len(rows):
-        problems.append("statuses " + ", ".join(f"{n} {s}" for s, n in statuses.items()))
+        twice.append(f"{len(rows)} job rows for {jobs} jobs")
     if len(ids) != len(set(ids)):
-        problems.append(f"{len(ids) - len(set(ids))} generations owned by two jobs")
-    if created != len(rows):
-        problems.append(f"{created} generations created for {len(rows)} jobs")
-    if not set(ids) <= known:
-        problems.append(f"{len(set(ids) - known)} job generations unknown to the emulator")
+        twice.append(f"{len(ids) - len(set(ids))} generations owned by two jobs")
+    if created > len(set(ids)) + sending:
+        twice.append(f"{created - len(set(ids)) - sending} generation(s) created beyond one per job sent")
+    if statuses.get("succeeded", 0) == len(rows) and created != len(rows):
+        twice.append(f"{created} generations created for {len(rows)} jobs")
     fetched = Counter(g for _, g, status in ledger["downloads"] if status in (200, 206))
     extra = sum(n - 1 for n in fetched.values())
-    return Once(not problems, "yes" if not problems else "NO: " + "; ".join(problems), extra)
+    unfinished = ", ".join(f"{n} {s}" for s, n in statuses.most_common() if s != "succeeded")
+    if twice:
+        return Once(False, "NO: " + "; ".join(twice) + (f" (unfinished: {unfinished})" if unfinished else ""), extra)
+    if unfinished:
+        detail = (
+            f"NO, the run did not finish ({unfinished}); no job ran twice ({created} generations, one per job sent)"
+        )
+        return Once(False, detail, extra)
+    if not set(ids) <= known:
+        return Once(False, f"NO: {len(set(ids) - known)} job generations unknown to the emulator", extra)
+    return Once(True, "yes", extra)
 
 
 # ---- throughput -----------------------------------------------------------------------------------------------------
@@ -452,6 +490,7 @@ class Throughput:
     transactions: int  # PostgreSQL: commits + rollbacks in the run's database
     end_reasons: list[str | None] = field(default_factory=list)
     others: list[tuple[str, float]] = field(default_factory=list)  # other processes' CPU seconds, by name
+    tries: int = 1  # runs it took to get one that other processes did not disturb
 
     @property
     def rate(self) -> float:
@@ -461,8 +500,26 @@ class Throughput:
     def other_cpu_s(self) -> float:
         return max(0.0, self.busy_s - self.runner_cpu_s - self.emulator_cpu_s - self.postgres_cpu_s - self.own_cpu_s)
 
+    @property
+    def disturbed(self) -> float:
+        """The share of the machine's CPU that processes other than the run's (and this script's) took."""
+        return self.other_cpu_s / (self.wall_s * CORES)
+
     def share(self, seconds: float) -> str:
         return f"{100 * seconds / (self.wall_s * CORES):.0f}"
+
+
+def measure_throughput(sizes: Sizes, work: Path, database: str, runners: int, *, quiet: bool) -> Throughput:
+    """`run_throughput` on a quiet machine (with `quiet`), again when other processes disturbed it (TRIES at most)."""
+    for attempt in range(1, TRIES + 1):
+        if quiet:
+            wait_for_quiet()
+        result = run_throughput(sizes, work / f"try-{attempt}", database, runners)
+        result.tries = attempt
+        if not quiet or result.disturbed <= DISTURBED:
+            break
+        say(f"  other processes took {100 * result.disturbed:.0f} % of the machine: measuring it again")
+    return result
 
 
 def run_throughput(sizes: Sizes, work: Path, database: str, runners: int) -> Throughput:
@@ -600,20 +657,24 @@ def run_failover(sizes: Sizes, work: Path, how: str) -> Failover:
                 start_runner(group, work, manifest, url, emu, c, own_out=how == "stop")
             wait_until(lambda: live_rows(con) == k, limit, "every runner to join", group)
             wait_until(lambda: succeeded(con) >= n // 2, limit, "half of the jobs to finish", group)
-            victim_id, victim = pick_victim(con, group)
-        before = held_by(con, victim_id)
-        os.kill(victim.pid, signal.SIGSTOP if how == "stop" else signal.SIGKILL)
-        signalled = time.time()
-        result.done_at_kill = succeeded(con)
-        if how != "stop":
-            victim.poll(block=True)
-        else:
-            time.sleep(1.5)  # a write already on its way lands; a stopped runner makes no other
-            result.in_transaction = open_transactions(con)
-        after = held_by(con, victim_id)
-        ended_early = con.execute("SELECT ended_at FROM runners WHERE id = %s", (victim_id,)).fetchone()
-        held = after if ended_early is None or ended_early[0] is None else before
+            victim_id, victim, frozen = freeze_victim(con, group, c, limit)
+        if how == "full":
+            os.kill(victim.pid, signal.SIGSTOP)
+            frozen = time.time()
+            time.sleep(0.3)
+        # frozen, it changes nothing more (a commit already on its way lands within the pause above); the others
+        # cannot take its jobs before its row is ended, which needs the kill (pid gone) or its lease to run out
+        held = held_by(con, victim_id)
         result.held, result.held_in_flight = len(held), sum(1 for s in held.values() if s in IN_FLIGHT)
+        result.done_at_kill = succeeded(con)
+        if how == "stop":
+            signalled = frozen
+            time.sleep(1.0)  # its transaction, if it was in one, is then idle for over a second
+            result.in_transaction = open_transactions(con)
+        else:
+            os.kill(victim.pid, signal.SIGKILL)
+            signalled = time.time()
+            victim.poll(block=True)
         survivors = [r for r in group if r is not victim]
         flying = [i for i, status in held.items() if status in IN_FLIGHT]
         deadline = time.monotonic() + LEASE_S + SWEEP_S + 2 * n * d / c + 20
@@ -775,8 +836,37 @@ def held_by(con: psycopg.Connection[Any], runner_id: int) -> dict[int, str]:
     return {int(i): str(s) for i, s in rows}
 
 
-def pick_victim(con: psycopg.Connection[Any], group: list[Runner]) -> tuple[int, Runner]:
-    """The live runner holding the most generations in flight: the loss that most needs taking over."""
+def freeze_victim(
+    con: psycopg.Connection[Any], group: list[Runner], places: int, limit: float
+) -> tuple[int, Runner, float]:
+    """SIGSTOP the runner `pick_victim` names, and keep it stopped only if, once stopped, it still holds fewer than
+    all the run's places (between the pick and the stop it may have taken the last ones); else continue it and pick
+    again. Returns its row id, itself, and when it was stopped."""
+    chosen: list[tuple[int, Runner]] = []
+
+    def found() -> bool:
+        pick = pick_victim(con, group, places)
+        chosen[:] = [pick] if pick is not None else []
+        return pick is not None
+
+    while True:
+        wait_until(found, limit, "a runner holding generations in flight, short of all the run's places", group)
+        victim_id, victim = chosen[-1]
+        os.kill(victim.pid, signal.SIGSTOP)
+        stopped = time.time()
+        time.sleep(0.3)
+        if in_flight(con, victim_id) < places:
+            return victim_id, victim, stopped
+        os.kill(victim.pid, signal.SIGCONT)
+        if time.monotonic() > limit:
+            raise RuntimeError("every runner stopped held all of the run's places")
+        time.sleep(0.2)
+
+
+def pick_victim(con: psycopg.Connection[Any], group: list[Runner], places: int) -> tuple[int, Runner] | None:
+    """The live runner holding the most generations in flight (the loss that most needs taking over), short of all
+    the run's `places`: losing a runner that holds them all stops the run for good (the "full" path shows it), which
+    would leave nothing to measure here. None while no runner holds between 1 and places - 1."""
     rows = con.execute(
         "SELECT runners.id, runners.pid, count(jobs.id) FILTER (WHERE jobs.status = ANY(%s)) AS flying "
         "FROM runners LEFT JOIN jobs ON jobs.runner_id = runners.id WHERE runners.ended_at IS NULL "
@@ -784,10 +874,10 @@ def pick_victim(con: psycopg.Connection[Any], group: list[Runner]) -> tuple[int,
         (list(IN_FLIGHT),),
     ).fetchall()
     by_pid = {r.pid: r for r in group}
-    for runner_id, pid, _ in rows:
-        if pid in by_pid:
+    for runner_id, pid, flying in rows:
+        if pid in by_pid and 0 < flying < places:
             return int(runner_id), by_pid[pid]
-    raise RuntimeError(f"no live runner of ours in the runners table: {rows}")
+    return None
 
 
 def watch_takeover(
@@ -887,7 +977,8 @@ def failover_table(rows: list[Failover]) -> str:
             once += f"; survivors' exits {r.survivor_exits}"
         exit_code = "SIGKILL" if r.how != "stop" else f"{r.victim_exit} (expected 4)"
         if r.hung:
-            once += f"; the survivors HUNG (no job finished for {r.stalled_s:.0f} s; killed): {r.stuck}"
+            quiet_for = f"no job finished for {r.stalled_s:.0f} s" if r.stalled_s else "still unfinished at the bound"
+            once += f"; the survivors HUNG ({quiet_for}; killed): {r.stuck}"
         lines.append(
             f"| {r.path} | {r.runners} runners, {r.jobs} jobs of {r.duration:g} s, C = {r.concurrency}; signal at "
             f"{r.done_at_kill} done | {r.held} ({r.held_in_flight}) | {fmt_s(r.ended_s)} | "
@@ -944,12 +1035,13 @@ def failover_note(r: Failover) -> str:
     pending = (
         ""
         if r.held == r.held_in_flight
-        else f"The {r.held - r.held_in_flight} pending jobs it had claimed are free from then on, but a survivor claims "
-        "the next batch only when its own line of pending jobs runs low, so the last of them is claimed "
-        f"{fmt_s(r.claimed_s)} after the signal, in the run's normal order."
+        else f"The last of the {r.held - r.held_in_flight} pending jobs it had claimed was claimed {fmt_s(r.claimed_s)} "
+        "after the kill, in the run's normal order."
     )
     if r.how == "full":
         return full_note(r, once)
+    if r.hung:
+        once += f". **The survivors hung** (unfinished: {r.stuck}): the orphans' places are never freed, as in the second row"
     if r.how == "kill":
         return (
             f"**kill -9, same host:** the runner's pid is gone, so the next sweep of a survivor (every {SWEEP_S:g} s "
@@ -1009,7 +1101,8 @@ def full_note(r: Failover, once: str) -> str:
         "flight, held or not), so the survivor has no place to send its pending jobs; and a runner claims more jobs "
         "(those already sent first) only when its own line of pending jobs runs low, which a line that cannot be "
         "sent never does. Nobody polls or downloads the orphans, so the places never free. A bug in batchgen, "
-        "not fixed here; the random kill above hits it too whenever the runner killed holds every place."
+        "not fixed here; any kill or stop hits it when the runner lost holds every place (the rows of the first "
+        "and third paths pick one that does not)."
     )
 
 
@@ -1109,11 +1202,17 @@ def section(sizes: Sizes, tput: list[Throughput], fail: list[Failover], plan_cpu
         f"each process's own user + system time: the runners' from wait4, the emulator's and the run database's "
         f"PostgreSQL backends' from /proc, the machine's busy time from /proc/stat (*other* is what is left: this "
         f"script, PostgreSQL's background processes, anything else on the machine). *Exactly once*: every job "
-        f"succeeded, each with its own generation, and the emulator created exactly one generation per job.\n\n"
+        f"succeeded, each with its own generation, and the emulator created exactly one generation per job. Other "
+        f"sessions share this machine, so before each measurement the script waits until it has been less than "
+        f"{100 * QUIET:.0f} % busy for {QUIET_FOR:g} s, and measures a throughput run again (at most {TRIES} times) "
+        f"when other processes took more than {100 * DISTURBED:.0f} % of the machine during it: "
+        f"{disturbance(tput)}.\n\n"
         f"{throughput_table(tput)}\n"
         f"Failover: {fail[0].runners if fail else '-'} runners on one run; when half of the jobs are done, the runner "
-        f"holding the most generations in flight is killed (SIGKILL) or stopped (SIGSTOP); the set-up of the kill "
-        f"with the run's places full is in its note below. The runners table and "
+        f"holding the most generations in flight, short of all the run's places, is killed (SIGKILL) or stopped "
+        f"(SIGSTOP). A runner lost while holding every place stops the run for good: that is the second row, whose "
+        f"set-up is in its note below (the final run before this one stopped a runner holding all 12 places, and "
+        f"hung the same way). The runners table and "
         f"the jobs' `runner_id` are polled every 50 ms: *its row ended* is the row's `ended_at` (the database's "
         f"clock, same machine), *all its jobs claimed* is when every unfinished job it held has been seen held by "
         f"another runner (or finished). A stopped runner stands for one on another host, so each runner of that "
@@ -1128,6 +1227,11 @@ def section(sizes: Sizes, tput: list[Throughput], fail: list[Failover], plan_cpu
         f"{failover_table(fail)}\n"
         f"{reading(tput, fail, plan_cpu_s)}"
     )
+
+
+def disturbance(tput: list[Throughput]) -> str:
+    again = [f"{r.database} with {r.runners} runner(s): {r.tries} tries" for r in tput if r.tries > 1]
+    return "measured again: " + "; ".join(again) if again else "every run was undisturbed at the first try"
 
 
 def write_section(path: Path, text: str) -> None:
@@ -1165,14 +1269,18 @@ def main() -> int:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="batchgen-scale-")))
         chosen = set(args.only.split(",")) if args.only else {"postgres", "sqlite", "kill", "full", "stop"}
         plan_cpu_s = plan_cpu(sizes, work) if "postgres" in chosen else 0.0
-        tput = [run_throughput(sizes, work, "PostgreSQL", k) for k in sizes.runners if "postgres" in chosen]
-        if "sqlite" in chosen:
-            tput.append(run_throughput(sizes, work, "SQLite", 1))
-        fail = [
-            run_failover(sizes, work, how)
-            for how in ("kill", "full", "stop")
-            if how in chosen and (how == "kill" or sizes.slow_paths or args.only)
+        quiet = not args.smoke
+        tput = [
+            measure_throughput(sizes, work, "PostgreSQL", k, quiet=quiet) for k in sizes.runners if "postgres" in chosen
         ]
+        if "sqlite" in chosen:
+            tput.append(measure_throughput(sizes, work, "SQLite", 1, quiet=quiet))
+        fail = []
+        for how in ("kill", "full", "stop"):
+            if how in chosen and (how == "kill" or sizes.slow_paths or args.only):
+                if quiet:
+                    wait_for_quiet()
+                fail.append(run_failover(sizes, work, how))
     print(throughput_table(tput))
     print(failover_table(fail))
     print(reading(tput, fail, plan_cpu_s))
