@@ -75,12 +75,6 @@ class JobBook:
             return True
         return self.halted_submits is not None and all(j.status is JobStatus.PENDING for j in self.jobs.values())
 
-    async def wait_until_done(self) -> None:
-        while not self.done:
-            self.changed = anyio.Event()
-            with anyio.move_on_after(1.0):
-                await self.changed.wait()
-
     def moved(self, job: JobState, status: JobStatus) -> None:
         """The store moved `job` to `status`: follow in memory (slots, what is left to do)."""
         job.status = status

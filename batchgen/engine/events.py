@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import httpx
-from anyio.abc import TaskStatus
 
 from batchgen.core.remote import RemoteGeneration, parse_event
 from batchgen.core.sse import SSEDecoder
@@ -58,11 +57,10 @@ class EventListener:
         """Drop the current connection (a probe, or after a pause) and connect again at once."""
         self._connection.cancel()
 
-    async def listen(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run until cancelled. Sets `ready` (and signals `started`) once connected, or after a few failed tries:
-        the runner then relies on polling until the stream comes back. A proxy that holds even the stream's
-        headers back never connects it: the runner waits on `ready` only briefly."""
-        started = False
+    async def listen(self) -> None:
+        """Run until cancelled. Sets `ready` once connected, or after a few failed tries: the runner then relies
+        on polling until the stream comes back. A proxy that holds even the stream's headers back never connects
+        it: the runner waits on `ready` only briefly."""
         failures = 0
         while True:
             with anyio.CancelScope() as self._connection:
@@ -90,9 +88,6 @@ class EventListener:
                         failures = 0
                         self.health.connected(time.monotonic())
                         self.on_connect(self.connections)
-                        if not started:
-                            task_status.started()
-                            started = True
                         self.ready.set()
                         await self._read(response)
                 except AuthError:
@@ -106,9 +101,7 @@ class EventListener:
             if dropped_by_us:
                 continue
             failures += 1
-            if not started and failures >= self.initial_attempts:
-                task_status.started()
-                started = True
+            if failures >= self.initial_attempts:
                 self.ready.set()
             delay = min(self.backoff_max, self.backoff_initial * 2 ** min(failures - 1, 10))
             await anyio.sleep(delay * random.uniform(0.5, 1.0))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
 
 from batchgen.core.jobs import JobStatus
 from batchgen.engine.holders import holder_is_gone, identity, lease_lost, refuse_if_held
@@ -36,7 +36,6 @@ from batchgen.errors import RunLockedError
 RUNNERS = RunnerTable.__table__  # type: ignore[attr-defined]
 LEASE_SECONDS = 30.0
 UNFINISHED = ("pending", "submitting", "unknown", "queued", "processing", "downloading")
-IN_FLIGHT = ("submitting", "unknown", "queued", "processing")  # what counts against the account's concurrency
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,32 +108,24 @@ class RunnerSeats:
             now = _now(db, self.postgres)
             until = now + timedelta(seconds=lease.seconds)
             changed = db.execute(
-                update(RUNNERS)
-                .where(RUNNERS.c.id == lease.runner_id, RUNNERS.c.token == lease.epoch, RUNNERS.c.ended_at.is_(None))
-                .values(heartbeat_at=now, lease_until=until)
+                update(RUNNERS).where(*_this_runner(lease)).values(heartbeat_at=now, lease_until=until)
             ).rowcount
             if not changed:
                 raise lease_lost()
-            db.execute(
-                update(RUNS)
-                .where(RUNS.c.id == lease.run_id, RUNS.c.epoch == lease.epoch)
-                .values(heartbeat_at=now, lease_until=until)
-            )
+            db.execute(update(RUNS).where(*_run_row_of(lease)).values(heartbeat_at=now, lease_until=until))
 
     def release_run(self, lease: Lease) -> None:
         """Leave the run: its jobs go back to nobody (a no-op for a runner already ended)."""
         with self._write(run_id=lease.run_id) as db:
             now = _now(db, self.postgres)
             ended = db.execute(
-                update(RUNNERS)
-                .where(RUNNERS.c.id == lease.runner_id, RUNNERS.c.token == lease.epoch, RUNNERS.c.ended_at.is_(None))
-                .values(ended_at=now, end_reason="left")
+                update(RUNNERS).where(*_this_runner(lease)).values(ended_at=now, end_reason="left")
             ).rowcount
             if ended:
                 db.execute(update(JOBS).where(JOBS.c.runner_id == lease.runner_id).values(runner_id=None))
             db.execute(
                 update(RUNS)
-                .where(RUNS.c.id == lease.run_id, RUNS.c.epoch == lease.epoch)
+                .where(*_run_row_of(lease))
                 .values(owner=None, lease_until=None, stream_mode=None, stream_note=None)
             )
 
@@ -146,11 +137,7 @@ class RunnerSeats:
                 .where(RUNNERS.c.id == lease.runner_id, RUNNERS.c.ended_at.is_(None))
                 .values(stream_mode=mode, stream_note=note)
             )
-            db.execute(
-                update(RUNS)
-                .where(RUNS.c.id == lease.run_id, RUNS.c.epoch == lease.epoch)
-                .values(stream_mode=mode, stream_note=note)
-            )
+            db.execute(update(RUNS).where(*_run_row_of(lease)).values(stream_mode=mode, stream_note=note))
 
     # ---- the sweep and claims ----------------------------------------------------------------------------
 
@@ -245,13 +232,19 @@ def live_runner(db: Connection, run_id: int, postgres: bool) -> str | None:
     return None
 
 
+def _this_runner(lease: Lease) -> tuple[ColumnElement[bool], ...]:
+    """The lease's runner row, as long as it is live with the lease's token."""
+    return RUNNERS.c.id == lease.runner_id, RUNNERS.c.token == lease.epoch, RUNNERS.c.ended_at.is_(None)
+
+
+def _run_row_of(lease: Lease) -> tuple[ColumnElement[bool], ...]:
+    """The run's row, as long as the lease's runner was the last to take or join it (its single-runner fields)."""
+    return RUNS.c.id == lease.run_id, RUNS.c.epoch == lease.epoch
+
+
 def fence(db: Connection, lease: Lease) -> None:
     """Inside a write: the runner's row must still be live with the lease's token (LeaseLostError otherwise)."""
-    live = db.execute(
-        select(RUNNERS.c.id).where(
-            RUNNERS.c.id == lease.runner_id, RUNNERS.c.token == lease.epoch, RUNNERS.c.ended_at.is_(None)
-        )
-    ).first()
+    live = db.execute(select(RUNNERS.c.id).where(*_this_runner(lease))).first()
     if live is None:
         raise lease_lost()
 
@@ -291,4 +284,4 @@ def _refuse_if_runners(db: Connection, run: Any, now: datetime) -> None:
         )
 
 
-__all__ = ["IN_FLIGHT", "LEASE_SECONDS", "RUNNERS", "UNFINISHED", "RunnerInfo", "RunnerSeats", "fence"]
+__all__ = ["LEASE_SECONDS", "RUNNERS", "UNFINISHED", "RunnerInfo", "RunnerSeats", "fence"]
