@@ -528,6 +528,34 @@ def main() -> int:
     return 0
 
 
+def revision() -> str:
+    """The commit measured, and whether batchgen/ had uncommitted changes in the working tree."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "batchgen"], capture_output=True, text=True, cwd=ROOT, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "an unknown commit"
+    commit = f"commit `{head.stdout.strip() or '?'}`"
+    return commit + (" with uncommitted changes to batchgen/" if dirty.stdout.strip() else "")
+
+
+def write_section(path: Path, heading: str, text: str) -> None:
+    """Replace the section of BENCHMARKS.md that starts at `heading` (up to the next `## ` heading), or append it:
+    how benchmarks/networks.py and benchmarks/scale_out.py keep their own sections."""
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if heading in old:
+        before, rest = old.split(heading, 1)
+        after = rest[rest.index("\n## ") + 1 :] if "\n## " in rest else ""
+        new = before + text + ("\n" + after if after else "")
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    path.write_text(new, encoding="utf-8")
+
+
 def write_report(path: Path, text: str, command: str) -> None:
     """Replace the generated section of BENCHMARKS.md (between the markers), keeping the prose around it."""
     begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"

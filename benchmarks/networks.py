@@ -41,7 +41,7 @@ for entry in (str(ROOT), str(HERE)):  # `tests.*` from the root; bench and plain
     if entry not in sys.path:
         sys.path.insert(0, entry)
 
-from bench import BATCHGEN_OPTIONS, POLL_EVERY, machine  # noqa: E402
+from bench import BATCHGEN_OPTIONS, POLL_EVERY, machine, revision, write_section  # noqa: E402
 
 from batchgen.emulator import Account, EmulatorConfig, RunningEmulator, running_emulator  # noqa: E402
 from tests.kit import IMAGE_MODEL, assert_exactly_once, write_manifest  # noqa: E402
@@ -391,21 +391,6 @@ def nginx_version() -> str:
     return "nginx (version unknown)"
 
 
-def revision() -> str:
-    """The commit measured, and whether batchgen/ had uncommitted changes in the working tree."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "batchgen"], capture_output=True, text=True, cwd=ROOT, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "an unknown commit"
-    commit = f"commit `{head.stdout.strip() or '?'}`"
-    return commit + (" with uncommitted changes to batchgen/" if dirty.stdout.strip() else "")
-
-
 def section(results: list[Result], jobs: int, command: str) -> str:
     return (
         f"{SECTION}\n\n"
@@ -422,18 +407,6 @@ def section(results: list[Result], jobs: int, command: str) -> str:
         f"client's first request for its file: how soon it noticed.\n\n"
         f"{table(results)}\n{reading(results)}"
     )
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (its heading to the next `## ` heading), or append it."""
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if SECTION in old:
-        before, rest = old.split(SECTION, 1)
-        after = rest[rest.index("\n## ") + 1 :] if "\n## " in rest else ""
-        new = before + text + ("\n" + after if after else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new, encoding="utf-8")
 
 
 # ---- main --------------------------------------------------------------------------------------------------------
@@ -484,7 +457,7 @@ def main() -> int:
     if args.paths:
         return 0
     command = ".venv/bin/python benchmarks/networks.py" + (f" --jobs {jobs}" if jobs != JOBS else "")
-    write_section(args.output, section(results, jobs, command))
+    write_section(args.output, SECTION, section(results, jobs, command))
     say(f"wrote the section {SECTION!r} of {args.output}")
     return 0
 

@@ -40,7 +40,7 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from bench import BATCHGEN_OPTIONS, KEY, Emulator, emulator, machine  # noqa: E402
+from bench import BATCHGEN_OPTIONS, KEY, Emulator, emulator, machine, revision, write_section  # noqa: E402
 
 SECTION = "## Scale-out: runners on one PostgreSQL run (issue 13)"
 SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -1173,21 +1173,6 @@ def bound_of(r: Throughput, plan_cpu_s: float) -> str:
     )
 
 
-def revision() -> str:
-    """The commit measured, and whether batchgen/ had uncommitted changes in the working tree."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "batchgen"], capture_output=True, text=True, cwd=ROOT, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "an unknown commit"
-    commit = f"commit `{head.stdout.strip() or '?'}`"
-    return commit + (" with uncommitted changes to batchgen/" if dirty.stdout.strip() else "")
-
-
 def section(sizes: Sizes, tput: list[Throughput], fail: list[Failover], plan_cpu_s: float, command: str) -> str:
     return (
         f"{SECTION}\n\n"
@@ -1234,18 +1219,6 @@ def disturbance(tput: list[Throughput]) -> str:
     return "measured again: " + "; ".join(again) if again else "every run was undisturbed at the first try"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (its heading to the next `## ` heading), or append it."""
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if SECTION in old:
-        before, rest = old.split(SECTION, 1)
-        after = rest[rest.index("\n## ") + 1 :] if "\n## " in rest else ""
-        new = before + text + ("\n" + after if after else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new, encoding="utf-8")
-
-
 # ---- main ------------------------------------------------------------------------------------------------------------
 
 
@@ -1289,7 +1262,7 @@ def main() -> int:
     if args.smoke or args.only:
         return 1 if broken else 0
     command = ".venv/bin/python benchmarks/scale_out.py" + (f" --jobs {sizes.jobs}" if sizes.jobs != FULL.jobs else "")
-    write_section(args.output, section(sizes, tput, fail, plan_cpu_s, command))
+    write_section(args.output, SECTION, section(sizes, tput, fail, plan_cpu_s, command))
     say(f"wrote the section {SECTION!r} of {args.output}")
     return 0
 
