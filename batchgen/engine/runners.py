@@ -147,17 +147,19 @@ class RunnerSeats:
             fence(db, lease)
             return _sweep(db, lease.run_id, _now(db, self.postgres), me=lease.runner_id)
 
-    def claim_jobs(self, lease: Lease, limit: int) -> list[JobState]:
+    def claim_jobs(self, lease: Lease, limit: int, *, only_sent: bool = False) -> list[JobState]:
         """Take up to `limit` unfinished jobs nobody holds: first those already sent (a lost runner's: they need
-        reconciling, polling or downloading, never resending blindly), then pending ones in order. On PostgreSQL
-        rows another runner is claiming are skipped (FOR UPDATE SKIP LOCKED), so claims never wait on each other."""
+        reconciling, polling or downloading, never resending blindly), then pending ones in order (none with
+        `only_sent`). On PostgreSQL rows another runner is claiming are skipped (FOR UPDATE SKIP LOCKED), so claims
+        never wait on each other."""
         from batchgen.engine.store import job_state  # the row -> JobState reader lives with the store
 
         with self._claiming(lease) as db:
             fence(db, lease)
+            statuses = [s for s in UNFINISHED if s != JobStatus.PENDING.value] if only_sent else UNFINISHED
             wanted = (
                 select(JOBS.c.id)
-                .where(JOBS.c.run_id == lease.run_id, JOBS.c.runner_id.is_(None), JOBS.c.status.in_(UNFINISHED))
+                .where(JOBS.c.run_id == lease.run_id, JOBS.c.runner_id.is_(None), JOBS.c.status.in_(statuses))
                 .order_by((JOBS.c.status == JobStatus.PENDING.value), JOBS.c.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)

@@ -1029,3 +1029,15 @@ def test_claims_take_only_jobs_nobody_holds_and_retries_let_jobs_go(fresh: tuple
     nxt = store.acquire_run(lease.run_id)
     assert [j.id for j in store.claim_jobs(nxt, 1)] == [sent.id]
     assert {j.id for j in store.claim_jobs(nxt, 10)} == {failed.id, waiting.id}
+
+
+def test_a_claim_of_sent_jobs_only_leaves_the_pending_ones(fresh: tuple[Store, Lease]) -> None:
+    store, lease = fresh
+    sent, waiting = _add(store, lease), _add(store, lease)
+    store.claim_jobs(lease, 10)
+    _put(store, lease, sent, S.QUEUED, generation_id="g-sent")
+    store.release_run(lease)
+    nxt = store.acquire_run(lease.run_id)
+    assert [j.id for j in store.claim_jobs(nxt, 10, only_sent=True)] == [sent.id]
+    assert store.claim_jobs(nxt, 10, only_sent=True) == []
+    assert [j.id for j in store.claim_jobs(nxt, 10)] == [waiting.id]

@@ -274,3 +274,28 @@ def test_a_runner_cut_off_from_the_database_stops_and_the_others_finish_its_jobs
         rows = assert_exactly_once(emu, postgres_url)
         peak = most_at_once(emu)
     assert len(rows) == 12 and peak <= CONCURRENCY
+
+
+def test_a_killed_runner_that_held_all_the_runs_places_is_taken_over(tmp_path: Path, postgres_url: str) -> None:
+    # the survivor has a full pending line of its own, and every place of the run is counted as in flight for the
+    # lost runner's jobs: it must take those up (reconcile, poll, download) without waiting for its line to run low
+    manifest = write_manifest(tmp_path, 40, model=IMAGE_MODEL, concurrency=CONCURRENCY)
+    out = tmp_path / "out"
+    with running_emulator(EmulatorConfig(seed=35, duration_s=0.05, hold=True)) as emu:
+        command = runner_cmd(manifest, postgres_url, emu, out)
+        with started(command, key=emu.api_key) as victim:
+            wait_for(lambda: len(emu.held) == CONCURRENCY, timeout=60, what="every place in use", process=victim)
+            with started(command, key=emu.api_key) as survivor:
+                pending_claimed = (
+                    f"SELECT jobs.id FROM jobs JOIN runners ON runners.id = jobs.runner_id "
+                    f"WHERE runners.pid = {survivor.pid} AND jobs.status = 'pending'"
+                )
+                wait_for(lambda: query(postgres_url, pending_claimed), timeout=60, what="a claim", process=survivor)
+                assert len(held_in_flight(postgres_url, victim.pid)) == CONCURRENCY
+                victim.kill()
+                victim.communicate(timeout=30)
+                emu.release()
+                finish(survivor, timeout=60)
+        rows = assert_exactly_once(emu, postgres_url)
+        peak = most_at_once(emu)
+    assert len(rows) == 40 and peak <= CONCURRENCY
