@@ -51,3 +51,27 @@ def test_report_keeps_the_prose_around_the_generated_section(bench: ModuleType, 
     text = path.read_text()
     assert "prose before" in text and "prose after" in text and "old" not in text
     assert "| a |" in text and "python benchmarks/bench.py" in text and "Machine:" in text
+
+
+MONEY_AUDIT = BENCH.parent / "money_audit.py"
+
+
+@pytest.fixture(scope="module")
+def money_audit() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("money_audit", MONEY_AUDIT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["money_audit"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.timeout(120)
+def test_money_audit_smoke_every_finding_is_charged_once_per_job(money_audit: ModuleType) -> None:
+    # issue 10's findings 3, 4, 7, 8 and 9 replayed against the emulator: a row that fails is a money bug
+    rows = money_audit.audit(smoke=True)
+    assert [r.finding for r in rows] == ["3", "4", "7", "8", "9"]
+    assert all(r.ok for r in rows), money_audit.table(rows)
+    assert all(r.fired and r.charged == r.succeeded > 0 and r.unused == 0 for r in rows)
+    budget = next(r for r in rows if r.finding == "7")
+    assert budget.refused == 4 and budget.budget is not None and budget.charged_total <= budget.budget
