@@ -33,6 +33,7 @@ from batchgen.engine.client import OxenClient
 from batchgen.engine.downloads import Downloader
 from batchgen.engine.events import EventListener
 from batchgen.engine.heartbeat import LeaseKeeper
+from batchgen.engine.holders import lease_lost
 from batchgen.engine.options import RunOptions, RunOutcome
 from batchgen.engine.pauses import PauseWatch
 from batchgen.engine.reconcile import Reconciler
@@ -40,7 +41,7 @@ from batchgen.engine.settle import settle_details
 from batchgen.engine.store import JobState, Lease, RunInfo, Store
 from batchgen.engine.submitter import Submitter
 from batchgen.engine.tracker import Tracker
-from batchgen.errors import BatchgenError, OutputError
+from batchgen.errors import BatchgenError, LeaseLostError, OutputError, StateError
 
 
 class Runner:
@@ -103,7 +104,7 @@ class Runner:
                     await settle_details(self.client, self.store, self.lease)
                     tg.cancel_scope.cancel()
             except* (Halt, BatchgenError) as group:
-                raise _first_user_error(group) from None
+                raise self._told_as_lease_lost(_first_user_error(group)) from None
         finally:
             # plain synchronous calls: nothing here can be cancelled half-way
             outcome.counts = self.store.status_counts(self.run.id)
@@ -113,6 +114,18 @@ class Runner:
             outcome.stopped_reason = self.book.halted_submits
             self._emit_progress()
         return outcome
+
+    def _told_as_lease_lost(self, error: BaseException) -> BaseException:
+        """A runner paused inside a transaction past the database's patience finds its connection closed when it
+        is continued: when the run was taken over meanwhile, that is what it says (LeaseLostError), not a broken
+        database. Nothing was sent after the pause either way: every enqueue is preceded by a fenced write."""
+        if not isinstance(error, StateError) or isinstance(error, LeaseLostError):
+            return error
+        try:
+            lost = not self.store.still_holds(self.lease)
+        except BatchgenError:
+            return error  # the database is unreachable: that is the error to tell
+        return lease_lost() if lost else error
 
     def _take_up(self, jobs: list[JobState]) -> None:
         """Work on newly claimed jobs, picking up what an earlier runner left between two steps: undecided

@@ -114,6 +114,11 @@ class RunnerSeats:
                 raise lease_lost()
             db.execute(update(RUNS).where(*_run_row_of(lease)).values(heartbeat_at=now, lease_until=until))
 
+    def still_holds(self, lease: Lease) -> bool:
+        """Whether the lease's runner is still live with its token (a read, on a fresh connection)."""
+        with self._read() as db:
+            return db.execute(select(RUNNERS.c.id).where(*_this_runner(lease))).first() is not None
+
     def release_run(self, lease: Lease) -> None:
         """Leave the run: its jobs go back to nobody (a no-op for a runner already ended)."""
         with self._write(run_id=lease.run_id) as db:

@@ -299,3 +299,48 @@ def test_a_killed_runner_that_held_all_the_runs_places_is_taken_over(tmp_path: P
         rows = assert_exactly_once(emu, postgres_url)
         peak = most_at_once(emu)
     assert len(rows) == 40 and peak <= CONCURRENCY
+
+
+def pause_inside_a_transaction(process: subprocess.Popen[str], url: str) -> None:
+    """SIGSTOP the runner at a moment one of its sessions is inside a write transaction, holding the run's lock:
+    the others wait until the server ends that session (idle_in_transaction_session_timeout), and the runner,
+    continued, finds its connection gone."""
+    busy = (
+        "SELECT 1 FROM pg_locks JOIN pg_stat_activity USING (pid) WHERE pg_locks.locktype = 'advisory' "
+        f"AND pg_locks.granted AND application_name = 'batchgen:{process.pid}'"
+    )
+    for _ in range(2000):
+        process.send_signal(signal.SIGSTOP)
+        if query(url, busy):
+            return
+        process.send_signal(signal.SIGCONT)
+    raise AssertionError("the runner was never caught inside a transaction")
+
+
+def test_a_runner_paused_inside_a_transaction_past_its_lease_says_it_was_taken_over(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    manifest = write_manifest(tmp_path, 8, model=IMAGE_MODEL, concurrency=2)
+    out = tmp_path / "out"
+    with running_emulator(EmulatorConfig(seed=36, duration_s=0.05, hold=True)) as emu:
+        command = runner_cmd(manifest, postgres_url, emu, out)
+        with started(command, key=emu.api_key) as a:
+            wait_for(lambda: len(emu.held) == 2, timeout=60, what="A's two generations running", process=a)
+            pause_inside_a_transaction(a, postgres_url)
+            with started(command, key=emu.api_key) as b:
+                wait_for(
+                    lambda: query(postgres_url, f"SELECT 1 FROM runners WHERE pid = {a.pid} AND ended_at IS NOT NULL"),
+                    timeout=60,
+                    what="the paused runner's lease to be ended by the other",
+                    process=b,
+                )
+                emu.release()
+                finish(b)
+            enqueues_after_b = len(emu.ledger.enqueues)
+            a.send_signal(signal.SIGCONT)
+            _, err = a.communicate(timeout=60)
+        assert a.returncode == 4, err
+        assert "took this run over" in err and "Traceback" not in err
+        assert len(emu.ledger.enqueues) == enqueues_after_b, "the continued runner sent something"
+        rows = assert_exactly_once(emu, postgres_url)
+    assert len(rows) == 8
