@@ -33,7 +33,7 @@ from batchgen.core.remote import (
     parse_generation,
     parse_json,
 )
-from batchgen.engine.partial import PartialFile, PartialFileBusyError, partial_path
+from batchgen.engine.partial import PartialFile, open_partial
 from batchgen.errors import (
     ApiError,
     ApiUnreachableError,
@@ -273,10 +273,7 @@ class OxenClient:
         error page in place of media, 5xx and 429 raise retryable errors. The transfer may take as long as its
         size needs at MIN_DOWNLOAD_RATE, never a fixed time.
         """
-        try:
-            partial = PartialFile.open(partial_path(dest, generation_id))
-        except PartialFileBusyError as exc:
-            raise ServerError(f"{dest.name} is being downloaded by another process") from exc
+        partial = open_partial(dest, generation_id)
         async with partial:
             for _hop in range(6):
                 self.requests_sent += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import glob
 import hashlib
 import os
 from pathlib import Path
@@ -24,23 +25,58 @@ class PartialFileBusyError(OSError):
     """Another live process is writing this file now."""
 
 
-def partial_path(dest: Path, generation_id: str) -> Path:
+def _family(dest: Path, generation_id: str) -> str:
+    """What the names of every part of this download start with."""
     tag = "".join(c for c in generation_id if c.isalnum() or c == "-")[:40] or "result"
-    return dest.with_name(f".{dest.name}.{tag}.part")
+    return f".{dest.name}.{tag}."
+
+
+def partial_path(dest: Path, generation_id: str, *, own: bool = False) -> Path:
+    """The part file every process continues; with `own`, one only this process writes (see `open_partial`)."""
+    mine = f"{os.getpid()}." if own else ""
+    return dest.with_name(f"{_family(dest, generation_id)}{mine}part")
+
+
+def open_partial(dest: Path, generation_id: str) -> PartialFile:
+    """The shared part file of this download, locked; when another live process holds it, a part of this process's
+    own, started from zero. The holder may be a runner stopped for good (SIGSTOP, a frozen VM) whose jobs were
+    taken over: waiting for it could wait for ever, and its bytes are its own. Both finish by renaming the same
+    generation's bytes into place."""
+    family = _family(dest, generation_id)
+    try:
+        return PartialFile.open(partial_path(dest, generation_id), family)
+    except PartialFileBusyError:
+        return PartialFile.open(partial_path(dest, generation_id, own=True), family)
+
+
+def _remove_unheld_parts(directory: Path, family: str) -> None:
+    """After a download is in place: the other parts of it that no live process holds are of no more use."""
+    for path in directory.glob(f"{glob.escape(family)}*part"):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass  # held: its writer renames or keeps it
+        finally:
+            os.close(fd)
 
 
 class PartialFile:
     """The locked part file of one download; use `async with PartialFile.open(...)`."""
 
-    def __init__(self, path: Path, handle: BinaryIO) -> None:
-        self.path = path
+    def __init__(self, path: Path, handle: BinaryIO, family: str) -> None:
+        self.path, self.family = path, family
         self._handle = handle
         self.size = os.fstat(handle.fileno()).st_size
         self._hashed_to = 0
         self._digest = hashlib.sha256()
 
     @classmethod
-    def open(cls, path: Path) -> PartialFile:
+    def open(cls, path: Path, family: str) -> PartialFile:
         """Open (creating) and lock `path`; PartialFileBusyError when another process holds it."""
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -58,7 +94,7 @@ class PartialFile:
             except FileNotFoundError:
                 same = False
             if same:
-                return cls(path, os.fdopen(fd, "r+b"))
+                return cls(path, os.fdopen(fd, "r+b"), family)
             os.close(fd)
 
     async def __aenter__(self) -> PartialFile:
@@ -113,6 +149,7 @@ class PartialFile:
         os.fsync(self._handle.fileno())
         self._catch_up()
         os.replace(self.path, dest)
+        _remove_unheld_parts(dest.parent, self.family)
         return self._digest.hexdigest()
 
     async def discard(self) -> None:

@@ -5,6 +5,7 @@ generations so that nothing races the clock; every check is on the emulator's ow
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import signal
 import socket
@@ -344,3 +345,29 @@ def test_a_runner_paused_inside_a_transaction_past_its_lease_says_it_was_taken_o
         assert len(emu.ledger.enqueues) == enqueues_after_b, "the continued runner sent something"
         rows = assert_exactly_once(emu, postgres_url)
     assert len(rows) == 8
+
+
+def test_a_runner_stopped_mid_download_does_not_keep_its_file_from_the_runner_that_takes_over(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    # the stopped runner keeps the lock on its part file for as long as it is stopped: the one that takes its job
+    # over downloads into a part of its own instead of waiting (for ever) or giving up on a paid result
+    manifest = write_manifest(tmp_path, 2, model=IMAGE_MODEL, concurrency=2)
+    out = tmp_path / "out"
+    faults = Faults(result_size_bytes=512 * 1024, download_bandwidth_bps=64 * 1024)
+    with running_emulator(EmulatorConfig(seed=37, duration_s=0.05, faults=faults)) as emu:
+        command = runner_cmd(manifest, postgres_url, emu, out)
+        with started(command, key=emu.api_key) as a:
+            wait_for(lambda: list(out.glob(".*.part")) if out.exists() else None, timeout=60, what="a download",
+                     process=a)  # fmt: skip
+            pause_outside_a_transaction(a, postgres_url)
+            with started(command, key=emu.api_key) as b:
+                finish(b, timeout=90)
+            a.send_signal(signal.SIGCONT)
+            _, err = a.communicate(timeout=60)
+        assert a.returncode == 4, err
+        rows = assert_exactly_once(emu, postgres_url)
+        assert_fired(emu, "download_bandwidth_bps")
+    assert len(rows) == 2 and all(r.status == "succeeded" for r in rows)
+    for row in rows:
+        assert hashlib.sha256(Path(row.output_path).read_bytes()).hexdigest() == row.sha256
