@@ -11,6 +11,7 @@ from batchgen.core.backoff import backoff
 from batchgen.core.jobs import JobStatus
 from batchgen.core.matching import Window
 from batchgen.core.remote import RemoteGeneration
+from batchgen.engine.claims import EVERYTHING
 from batchgen.engine.client import OxenClient
 from batchgen.engine.downloads import destination, fetch_result, refresh_result_url
 from batchgen.engine.reconcile import read_candidates
@@ -36,6 +37,7 @@ async def cancel_run(store: Store, run: RunInfo, base_url: str, api_key: str | N
     lease = store.acquire_run(run.id, exclusive=True)
     done = Cancelled()
     try:
+        store.claim_jobs(lease, EVERYTHING)  # every earlier runner was ended: their jobs are this one's now
         async with OxenClient(base_url, api_key) as client:
             await client.check_access()
             pending = store.load_jobs(run.id, [JobStatus.PENDING])

@@ -4,6 +4,8 @@ paid-but-unused). Rows are added and updated, never deleted."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -84,32 +86,58 @@ def unused_query(run_id: int) -> Any:
     )
 
 
-def money_of(db: Connection, run_id: int) -> Money:
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """What an intent is checked against, read in one statement (one snapshot: a job finishing meanwhile is
+    counted once, as reserved or as spent, never in neither)."""
+
+    spent: float
+    reserved: float
+    budget: float | None
+    in_flight: int  # the run's jobs holding a place of its concurrency
+
+
+def standing_of(db: Connection, run_id: int, counted_in_flight: Sequence[str] = ()) -> Standing:
     g = GENERATIONS
     charged = func.coalesce(g.c.cost, func.coalesce(g.c.estimated_cost, 0.0))
-    spent = db.execute(
-        select(func.coalesce(func.sum(charged), 0.0)).where(
-            g.c.run_id == run_id, (g.c.remote_status == "succeeded") | (g.c.cost.is_not(None))
-        )
-    ).scalar()
-    in_flight = db.execute(
-        select(func.coalesce(func.sum(func.coalesce(g.c.estimated_cost, 0.0)), 0.0)).where(
-            g.c.run_id == run_id,
-            g.c.cost.is_(None),
-            g.c.remote_status.not_in(["succeeded", "failed", "cancelled"]),
-        )
-    ).scalar()
-    intents = db.execute(
-        select(func.coalesce(func.sum(func.coalesce(JOBS.c.estimated_cost, 0.0)), 0.0)).where(
-            JOBS.c.run_id == run_id, JOBS.c.status.in_([s.value for s in RESERVING])
-        )
-    ).scalar()
-    budget = db.execute(select(RUNS.c.budget).where(RUNS.c.id == run_id)).scalar()
+    spent = (
+        select(func.coalesce(func.sum(charged), 0.0))
+        .where(g.c.run_id == run_id, (g.c.remote_status == "succeeded") | (g.c.cost.is_not(None)))
+        .scalar_subquery()
+    )
+    in_flight_money = (
+        select(func.coalesce(func.sum(func.coalesce(g.c.estimated_cost, 0.0)), 0.0))
+        .where(g.c.run_id == run_id, g.c.cost.is_(None), g.c.remote_status.not_in(["succeeded", "failed", "cancelled"]))
+        .scalar_subquery()
+    )
+    intents = (
+        select(func.coalesce(func.sum(func.coalesce(JOBS.c.estimated_cost, 0.0)), 0.0))
+        .where(JOBS.c.run_id == run_id, JOBS.c.status.in_([s.value for s in RESERVING]))
+        .scalar_subquery()
+    )
+    in_flight = (
+        select(func.count())
+        .select_from(JOBS)
+        .where(JOBS.c.run_id == run_id, JOBS.c.status.in_(list(counted_in_flight)))
+        .scalar_subquery()
+    )
+    budget = select(RUNS.c.budget).where(RUNS.c.id == run_id).scalar_subquery()
+    row = db.execute(select(spent, in_flight_money, intents, budget, in_flight)).one()
+    return Standing(
+        spent=float(row[0] or 0.0),
+        reserved=float(row[1] or 0.0) + float(row[2] or 0.0),
+        budget=row[3],
+        in_flight=int(row[4] or 0),
+    )
+
+
+def money_of(db: Connection, run_id: int) -> Money:
+    standing = standing_of(db, run_id)
     unused = db.execute(unused_query(run_id)).all()
     return Money(
-        spent=float(spent or 0.0),
-        reserved=float(in_flight or 0.0) + float(intents or 0.0),
-        budget=budget,
+        spent=standing.spent,
+        reserved=standing.reserved,
+        budget=standing.budget,
         unused=len(unused),
         unused_cost=sum(float(r.cost if r.cost is not None else (r.estimated_cost or 0.0)) for r in unused),
     )

@@ -18,6 +18,7 @@ host's on SQLite. A holder's pid is used only to free at once the lease of a pro
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -256,6 +257,21 @@ def fence(db: Connection, lease: Lease) -> None:
         raise lease_lost()
 
 
+def hold(db: Connection, lease: Lease, job_ids: Iterable[int]) -> None:
+    """Inside a write: lock the jobs' rows, which this runner must hold (LeaseLostError when one was let go)."""
+    wanted = set(job_ids)
+    if not wanted:
+        return
+    held = db.execute(
+        select(JOBS.c.id)
+        .where(JOBS.c.id.in_(sorted(wanted)), JOBS.c.runner_id == lease.runner_id)
+        .order_by(JOBS.c.id)  # one order for every locker of several rows: no deadlock between them
+        .with_for_update()
+    ).scalars()
+    if set(held) != wanted:
+        raise lease_lost()
+
+
 def _sweep(db: Connection, run_id: int, now: datetime, *, me: int | None) -> int:
     _end_runners(db, run_id, now, "lease expired", only_expired=True, sparing=me)
     return int(
@@ -291,4 +307,4 @@ def _refuse_if_runners(db: Connection, run: Any, now: datetime) -> None:
         )
 
 
-__all__ = ["LEASE_SECONDS", "RUNNERS", "UNFINISHED", "RunnerInfo", "RunnerSeats", "fence"]
+__all__ = ["LEASE_SECONDS", "RUNNERS", "UNFINISHED", "RunnerInfo", "RunnerSeats", "fence", "hold"]

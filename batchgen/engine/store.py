@@ -33,7 +33,7 @@ from batchgen.engine.ledger import GENERATIONS, JOBS, RUNS, ledger_row, money_of
 from batchgen.engine.migrations import apply_migrations
 from batchgen.engine.postgres import lock_for_writing, postgres_engine, postgres_error, shown
 from batchgen.engine.records import JobState, Lease, NewJob, RunInfo
-from batchgen.engine.runners import RunnerSeats, fence, live_runner
+from batchgen.engine.runners import RunnerSeats, fence, hold, live_runner
 from batchgen.engine.sqlite import as_utc, on_begin, on_connect, pragma, state_error, utcnow
 from batchgen.engine.transitions import JobTransitions, apply_event
 from batchgen.errors import StateError
@@ -348,12 +348,23 @@ class Store(JobTransitions, RunnerSeats):
             raise postgres_error(str(self.path), exc) from exc
 
     @contextmanager
-    def _fenced(self, lease: Lease, *, durable: bool = False) -> Iterator[Connection]:
-        """A write transaction (under the run's lock) that first proves the lease's runner is still live with its
-        token (LeaseLostError otherwise)."""
-        with self._write(durable=durable, run_id=lease.run_id) as db:
+    def _fenced(
+        self, lease: Lease, *, durable: bool = False, holding: Iterable[int] | None = None, lock: bool = True
+    ) -> Iterator[Connection]:
+        """A write transaction that first proves the lease's runner is still live with its token, and with
+        `holding`, that it holds each of these jobs (LeaseLostError otherwise). The jobs' rows are locked first
+        (FOR UPDATE), so a sweep letting them go waits for this transaction to end, and a runner that lost them
+        meanwhile changes nothing.
+
+        lock=False leaves out the run's lock (PostgreSQL): for writes on held jobs that decide nothing the other
+        runners share (a completion, a download). Writes that decide on money or places (intents, adoptions) and
+        run-wide ones keep it."""
+        with self._write(durable=durable, run_id=lease.run_id, lock=lock) as db:
             fence(db, lease)
+            if holding is not None:
+                hold(db, lease, holding)
             yield db
+
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:

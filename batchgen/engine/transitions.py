@@ -1,6 +1,12 @@
 """Every change to a job: the named transitions of the lifecycle table, the intents that may spend money, the
 enqueues and adoptions that fill the ledger. Each method is one fenced transaction (`Store._fenced`): a runner
-whose lease was taken over writes nothing."""
+whose lease was taken over writes nothing, and a transition of given jobs needs this runner to hold each of them.
+
+Which writes take the run's lock (PostgreSQL; SQLite serialises every write anyway): those that decide on what
+the run's runners share: the intents (budget, concurrency), adoptions of lost replies (who owns a generation),
+and the run-wide ones (adding, retiring, retrying jobs). A job's own progress after its intent (enqueued, started,
+succeeded, downloaded, failed) needs only its row, locked by its holder: that is most writes, and the runners
+make them side by side."""
 
 from __future__ import annotations
 
@@ -20,11 +26,11 @@ from batchgen.engine.ledger import (
     GENERATIONS,
     JOBS,
     insert_generation,
-    money_of,
     observed,
     paid_generation_ids,
     present,
     set_remote_status,
+    standing_of,
 )
 from batchgen.engine.records import JobState, Lease, NewJob
 from batchgen.engine.sqlite import utcnow
@@ -46,7 +52,9 @@ class ConcurrencyFullError(Exception):
 class JobTransitions:
     """The writing half of the store (mixed into `Store`, which provides `_fenced`)."""
 
-    def _fenced(self, lease: Lease, *, durable: bool = False) -> AbstractContextManager[Connection]:
+    def _fenced(
+        self, lease: Lease, *, durable: bool = False, holding: Iterable[int] | None = None, lock: bool = True
+    ) -> AbstractContextManager[Connection]:
         raise NotImplementedError
 
     def add_jobs(self, lease: Lease, jobs: Sequence[NewJob]) -> int:
@@ -174,14 +182,11 @@ class JobTransitions:
         budget (BudgetExceededError). Either refusal writes nothing."""
         now = utcnow()
         needed = sum(j.estimated_cost or 0.0 for j in jobs)
-        with self._fenced(lease, durable=True) as db:
-            if concurrency is not None:
-                in_flight = db.execute(
-                    select(func.count()).where(JOBS.c.run_id == lease.run_id, JOBS.c.status.in_(COUNTED_IN_FLIGHT))
-                ).scalar_one()
-                if in_flight + len(jobs) > concurrency:
-                    raise ConcurrencyFullError(concurrency - in_flight)
-            money = money_of(db, lease.run_id)
+        with self._fenced(lease, durable=True, holding=[j.id for j in jobs]) as db:
+            # one statement: the other runners' completions (not under the run's lock) are seen all or not at all
+            money = standing_of(db, lease.run_id, COUNTED_IN_FLIGHT)
+            if concurrency is not None and money.in_flight + len(jobs) > concurrency:
+                raise ConcurrencyFullError(concurrency - money.in_flight)
             if money.budget is not None and money.spent + money.reserved + needed > money.budget + CENT:
                 raise BudgetExceededError(
                     spent=money.spent, reserved=money.reserved, budget=money.budget, needed=needed
@@ -201,7 +206,7 @@ class JobTransitions:
         """Commit the generation ids an enqueue reply gave the jobs: each job moves to queued and each id enters
         the ledger. An id the ledger already has is an error: nothing is written (no generation has two jobs)."""
         now = utcnow()
-        with self._fenced(lease) as db:
+        with self._fenced(lease, holding=[job.id for job, _ in pairs], lock=False) as db:
             for job, generation_id in pairs:
                 insert_generation(db, lease.run_id, job, generation_id, how="enqueued", now=now)
                 apply_event(db, [job.id], JobEvent.ENQUEUED, generation_id=generation_id, enqueued_at=now)
@@ -218,7 +223,7 @@ class JobTransitions:
         reconciliations can never adopt the same generation. Returns job id -> its generation."""
         pool = {c.generation_id: c for c in candidates}
         now = utcnow()
-        with self._fenced(lease) as db:
+        with self._fenced(lease, holding=[j.id for j in jobs]) as db:
             owned = set(
                 db.execute(
                     select(GENERATIONS.c.generation_id).where(GENERATIONS.c.generation_id.in_(list(pool)))
@@ -241,29 +246,29 @@ class JobTransitions:
 
     def mark_unsent(self, lease: Lease, job_ids: Sequence[int]) -> None:
         """Intents whose POST was never sent go back to pending: nothing to reconcile."""
-        with self._fenced(lease) as db:
+        with self._fenced(lease, holding=job_ids, lock=False) as db:
             apply_event(db, job_ids, JobEvent.UNSENT)
 
     def mark_not_created(self, lease: Lease, job_ids: Sequence[int], *, error: str, error_class: str) -> None:
         """The enqueue created nothing (a definite refusal, or two agreeing reads of the queue): back to pending."""
-        with self._fenced(lease) as db:
+        with self._fenced(lease, holding=job_ids, lock=False) as db:
             apply_event(db, job_ids, JobEvent.NOT_CREATED, generation_id=None, error=error, error_class=error_class)
 
     def mark_undecidable(self, lease: Lease, job_ids: Sequence[int], *, error: str) -> None:
-        with self._fenced(lease) as db:
+        with self._fenced(lease, holding=job_ids, lock=False) as db:
             apply_event(db, job_ids, JobEvent.UNDECIDABLE, error=error, error_class="enqueue_unknown")
 
     def mark_rejected(self, lease: Lease, job_ids: Sequence[int], *, error: str) -> None:
-        with self._fenced(lease) as db:
+        with self._fenced(lease, holding=job_ids, lock=False) as db:
             apply_event(db, job_ids, JobEvent.REJECTED, error=error, error_class="rejected")
 
     def resubmit_unknown(self, lease: Lease, job_ids: Sequence[int]) -> None:
         """--resubmit-unknown, for jobs reconciliation could not decide: send them again."""
-        with self._fenced(lease) as db:
+        with self._fenced(lease, holding=job_ids) as db:
             apply_event(db, job_ids, JobEvent.RESUBMIT, **never_sent())
 
     def mark_started(self, lease: Lease, job: JobState, remote: RemoteGeneration) -> None:
-        with self._fenced(lease) as db:
+        with self._fenced(lease, holding=[job.id], lock=False) as db:
             observed(db, job, remote)
             apply_event(db, [job.id], JobEvent.STARTED, **present(started_at=remote.started_at))
 
@@ -271,7 +276,7 @@ class JobTransitions:
         self, lease: Lease, job: JobState, remote: RemoteGeneration, *, download: bool
     ) -> JobStatus:
         """The generation succeeded (it is paid for): downloading, or succeeded at once when downloads are off."""
-        with self._fenced(lease) as db:
+        with self._fenced(lease, holding=[job.id], lock=False) as db:
             observed(db, job, remote)
             return apply_event(
                 db,
@@ -284,18 +289,18 @@ class JobTransitions:
             )
 
     def mark_downloaded(self, lease: Lease, job: JobState, *, path: str, sha256: str, size: int) -> None:
-        with self._fenced(lease) as db:
+        with self._fenced(lease, holding=[job.id], lock=False) as db:
             host = lease.owner.split(":", 1)[0]  # whose output directory holds the file (runners on several hosts)
             apply_event(
                 db, [job.id], JobEvent.DOWNLOADED, output_path=path, sha256=sha256, bytes=size, downloaded_by=host
             )
 
     def mark_finished_without_download(self, lease: Lease, job: JobState) -> None:
-        with self._fenced(lease) as db:
+        with self._fenced(lease, holding=[job.id], lock=False) as db:
             apply_event(db, [job.id], JobEvent.FINISHED_WITHOUT_DOWNLOAD)
 
     def mark_download_failed(self, lease: Lease, job: JobState, *, error: str) -> None:
-        with self._fenced(lease) as db:
+        with self._fenced(lease, holding=[job.id], lock=False) as db:
             apply_event(db, [job.id], JobEvent.DOWNLOAD_FAILED, error=error, error_class="download")
 
     def mark_failed(
@@ -310,7 +315,7 @@ class JobTransitions:
     ) -> None:
         """A generation that ended without a result: failed or cancelled remotely, vanished, or timed out."""
         assert event in (JobEvent.FAILED_REMOTELY, JobEvent.CANCELLED_REMOTELY, JobEvent.VANISHED, JobEvent.TIMED_OUT)
-        with self._fenced(lease) as db:
+        with self._fenced(lease, holding=[job.id], lock=False) as db:
             if remote is not None:
                 observed(db, job, remote)
             elif event is JobEvent.VANISHED:
@@ -319,12 +324,12 @@ class JobTransitions:
             apply_event(db, [job.id], event, error=error, error_class=error_class, completed_at=completed or utcnow())
 
     def mark_cancelled_by_user(self, lease: Lease, job_ids: Sequence[int]) -> None:
-        with self._fenced(lease) as db:
+        with self._fenced(lease, holding=job_ids) as db:
             apply_event(db, job_ids, JobEvent.CANCELLED_BY_USER, error="cancelled by the user", error_class="cancelled")
 
     def record_result_url(self, lease: Lease, job: JobState, url: str) -> None:
         """A fresh result_url read from the status row (not a transition)."""
-        with self._fenced(lease) as db:
+        with self._fenced(lease, holding=[job.id], lock=False) as db:
             db.execute(update(JOBS).where(JOBS.c.id == job.id).values(result_url=url, updated_at=utcnow()))
 
     def record_remote_rows(self, lease: Lease, rows: Sequence[tuple[RemoteGeneration, float | None]]) -> int:

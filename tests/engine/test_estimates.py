@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batchgen.core.jobs import JobSpec, JobStatus
+from batchgen.core.jobs import JobSpec
 from batchgen.engine.store import NewJob, Store
 
 
@@ -17,7 +17,7 @@ def test_a_later_priced_plan_fills_in_the_estimates_of_pending_jobs_only(tmp_pat
         lease = store.acquire_run(run.id)
         specs = [JobSpec("openai-sora-2-pro", {"prompt": p}) for p in ("ox", "yak", "gnu")]
         assert store.add_jobs(lease, [NewJob(spec, None) for spec in specs]) == 3
-        sent = store.load_jobs(run.id, [JobStatus.PENDING])[0]
+        sent = store.claim_jobs(lease, 1)[0]
         store.record_intents(lease, [sent])
         store.record_enqueued(lease, [(sent, "g-1")])
         assert store.estimated_total(run.id) == 0.0

@@ -229,12 +229,12 @@ def test_status_and_unused_name_a_paid_generation_no_job_uses(tmp_path: Path, mo
                                out_dir=str(tmp_path / "out"), settings={}, budget=10.0)  # fmt: skip
         lease = store.acquire_run(run.id)
         store.add_jobs(lease, [NewJob(JobSpec("openai-sora-2-pro", {"prompt": "ox"}), estimated_cost=1.2)])
-        (job,) = store.load_jobs(run.id, [JobStatus.PENDING])
+        (job,) = store.claim_jobs(lease, 10)
         store.record_intents(lease, [job])
         store.record_enqueued(lease, [(job, "g-old")])
         store.mark_failed(lease, job, JobEvent.FAILED_REMOTELY, error="boom", error_class="remote")
         store.retry_failed(lease)
-        (job,) = store.load_jobs(run.id, [JobStatus.PENDING])
+        (job,) = store.claim_jobs(lease, 10)
         store.record_intents(lease, [job])
         store.record_enqueued(lease, [(job, "g-new")])
         # the history later says the old generation did succeed after all, and was charged

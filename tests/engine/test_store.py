@@ -129,10 +129,23 @@ def _ledger_ids(path: Path | str) -> set[str]:
 
 
 def _add(
-    store: Store, lease: Lease, prompt: str | None = None, *, cost: float | None = 1.0, repeat: int = 0
+    store: Store,
+    lease: Lease,
+    prompt: str | None = None,
+    *,
+    cost: float | None = 1.0,
+    repeat: int = 0,
+    held: bool = True,
 ) -> JobState:
+    """A new pending job; `held` by the lease's runner (as if claimed), or nobody's."""
     spec = JobSpec("m", {"prompt": prompt or f"p{next(_unique)}", "seconds": "4"}, repeat=repeat)
     store.add_jobs(lease, [NewJob(spec, estimated_cost=cost)])
+    if held:
+        _sql(
+            store.path,
+            "UPDATE jobs SET runner_id = ? WHERE run_id = ? AND key = ?",
+            (lease.runner_id, lease.run_id, spec.key),
+        )
     return _load(store, lease, spec.key, S.PENDING)
 
 
@@ -145,7 +158,7 @@ def _load(store: Store, lease: Lease, key: str, status: JobStatus | None = None)
 def _put(store: Store, lease: Lease, job: JobState, status: JobStatus, **columns: Any) -> JobState:
     """Put a job in `status` directly (test setup); with a generation id, give it a ledger row too."""
     remote_status = columns.pop("remote_status", "queued")
-    values = {"status": status.value, **columns}
+    values = {"status": status.value, "runner_id": lease.runner_id, **columns}
     assignments = ", ".join(f"{k} = ?" for k in values)
     _sql(store.path, f"UPDATE jobs SET {assignments} WHERE id = ?", (*values.values(), job.id))
     gid = columns.get("generation_id")
@@ -163,8 +176,8 @@ def _one_in_each_status(store: Store, lease: Lease) -> dict[JobStatus, JobState]
         gid = f"g-{spec.key}" if status in HAS_GENERATION else None
         _sql(
             store.path,
-            "UPDATE jobs SET status = ?, generation_id = ? WHERE run_id = ? AND key = ?",
-            (status.value, gid, lease.run_id, spec.key),
+            "UPDATE jobs SET status = ?, generation_id = ?, runner_id = ? WHERE run_id = ? AND key = ?",
+            (status.value, gid, lease.runner_id, lease.run_id, spec.key),
         )
         if gid:
             _sql(
@@ -634,6 +647,7 @@ def test_after_a_takeover_every_write_of_the_old_lease_is_refused(fresh: tuple[S
     _put(store, old, jobs["failed"], S.FAILED, generation_id="g-q")
     new = _take_over(store, old)
     assert new.epoch == old.epoch + 1
+    store.claim_jobs(new, 100)  # the old runner's jobs were let go: the new one takes them up
     before = _dump(store.path)
     with pytest.raises(LeaseLostError):
         STALE_WRITES[write](store, old, jobs)
@@ -812,6 +826,7 @@ def _time_out_and_retry(store: Store, lease: Lease, job: JobState) -> JobState:
     """Timed out, cancelled, and the cancel not seen to land (the generation may still run): then --retry-failed."""
     store.mark_failed(lease, job, E.TIMED_OUT, error="too slow", error_class="timeout")
     assert store.retry_failed(lease) == 1
+    store.claim_jobs(lease, 100)  # a retried job is nobody's until a runner claims it
     return _load(store, lease, job.key)
 
 
@@ -968,6 +983,7 @@ def test_a_retried_jobs_old_generation_cannot_be_adopted_again(fresh: tuple[Stor
     job = _load(store, lease, job.key)
     store.mark_failed(lease, job, E.FAILED_REMOTELY, error="x", error_class="remote", remote=_remote("old", "failed"))
     assert store.retry_failed(lease) == 1
+    store.claim_jobs(lease, 100)
     store.record_intents(lease, [_load(store, lease, job.key)])
     job = _load(store, lease, job.key)
     # the listing shows the old generation as if it matched the new attempt: it is in the ledger, so it is skipped
@@ -1017,7 +1033,7 @@ def test_an_older_database_where_two_jobs_share_a_generation_still_opens(tmp_pat
 
 def test_claims_take_only_jobs_nobody_holds_and_retries_let_jobs_go(fresh: tuple[Store, Lease]) -> None:
     store, lease = fresh
-    sent, failed, waiting = _add(store, lease), _add(store, lease), _add(store, lease)
+    sent, failed, waiting = (_add(store, lease, held=False) for _ in range(3))
     claimed = {j.id for j in store.claim_jobs(lease, 10)}
     assert claimed == {sent.id, failed.id, waiting.id}
     assert store.claim_jobs(lease, 10) == []  # held: nobody claims them again
@@ -1033,7 +1049,7 @@ def test_claims_take_only_jobs_nobody_holds_and_retries_let_jobs_go(fresh: tuple
 
 def test_a_claim_of_sent_jobs_only_leaves_the_pending_ones(fresh: tuple[Store, Lease]) -> None:
     store, lease = fresh
-    sent, waiting = _add(store, lease), _add(store, lease)
+    sent, waiting = _add(store, lease, held=False), _add(store, lease, held=False)
     store.claim_jobs(lease, 10)
     _put(store, lease, sent, S.QUEUED, generation_id="g-sent")
     store.release_run(lease)
@@ -1041,3 +1057,51 @@ def test_a_claim_of_sent_jobs_only_leaves_the_pending_ones(fresh: tuple[Store, L
     assert [j.id for j in store.claim_jobs(nxt, 10, only_sent=True)] == [sent.id]
     assert store.claim_jobs(nxt, 10, only_sent=True) == []
     assert [j.id for j in store.claim_jobs(nxt, 10)] == [waiting.id]
+
+
+def test_a_jobs_progress_is_written_only_by_the_runner_that_holds_it(fresh: tuple[Store, Lease]) -> None:
+    store, lease = fresh
+    job = _put(store, lease, _add(store, lease), S.QUEUED, generation_id="g-held")
+    _sql(store.path, "UPDATE jobs SET runner_id = NULL WHERE id = ?", (job.id,))  # let go (a sweep, a retry)
+    before = _dump(store.path)
+    for write in (
+        lambda: store.mark_started(lease, job, _remote("g-held", "processing")),
+        lambda: store.mark_succeeded_remotely(lease, job, _remote("g-held", "succeeded"), download=True),
+        lambda: store.mark_failed(lease, job, E.TIMED_OUT, error="slow", error_class="timeout"),
+        lambda: store.record_result_url(lease, job, "http://x/y.png"),
+    ):
+        with pytest.raises(LeaseLostError):
+            write()
+        assert _dump(store.path) == before
+    store.claim_jobs(lease, 10)
+    store.mark_started(lease, job, _remote("g-held", "processing"))
+    assert _load(store, lease, job.key).status is S.PROCESSING
+
+
+def test_a_jobs_progress_does_not_wait_for_the_runs_lock(postgres_url: str, tmp_path: Path) -> None:
+    # the run's lock serialises only what the runners share (intents, adoptions): a completion goes through while
+    # another runner is inside a locked write
+    from batchgen.engine.postgres import lock_for_writing
+
+    store, run_id = _open(tmp_path, at=postgres_url)
+    try:
+        lease = store.acquire_run(run_id)
+        job = _put(store, lease, _add(store, lease), S.QUEUED, generation_id="g-free")
+        other = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
+        try:
+            with other.connect() as db, db.begin():
+                lock_for_writing(db, run_id)
+                done = threading.Event()
+                worker = threading.Thread(
+                    target=lambda: (store.mark_started(lease, job, _remote("g-free", "processing")), done.set())
+                )
+                worker.start()
+                worker.join(timeout=30)  # bounded: on failure it waits for the lock until the transaction ends
+                assert done.is_set(), "a completion waited for the run's lock"
+            worker.join(timeout=30)
+        finally:
+            other.dispose()
+        with pytest.raises(LeaseLostError):  # an intent still decides under the lock, and on held jobs only
+            store.record_intents(lease, [_add(store, lease, held=False)])
+    finally:
+        store.close()
