@@ -21,7 +21,7 @@ from batchgen.cli.options import (
     existing_store,
     settings,
 )
-from batchgen.core.export import write_csv, write_jsonl
+from batchgen.core.export import export_columns_of, write_csv, write_jsonl
 from batchgen.core.jobs import JobRow, JobStatus
 from batchgen.core.report import relative_href, render_report
 from batchgen.engine.cancel import cancel_run
@@ -39,11 +39,9 @@ def status(
     """Counts per state, cost and where the files are, for one run."""
     with existing_store(db) as store:
         info = store.get_run(run_name)
-        counts = store.status_counts(info.id)
-        estimated = store.estimated_total(info.id)
-        money = store.money(info.id)
-        unused = store.unused_generations(info.id)
+        overview = store.overview(info.id)
         runners = store.runners(info.id)
+    counts, estimated, money, unused = overview.counts, overview.estimated_total, overview.money, overview.unused
     data = {
         "run": info.name,
         "jobs": sum(counts.values()),
@@ -205,11 +203,29 @@ def export_command(
     ] = None,
 ) -> None:
     """Export one row per job (CSV or JSONL); works during a run and after it."""
+    to_stdout = output in (None, "-")
+    if fmt is None:
+        jsonl = not to_stdout and str(output).endswith((".jsonl", ".ndjson"))
+        fmt = ExportFormat.JSONL if jsonl else ExportFormat.CSV
+    writer = write_jsonl if fmt is ExportFormat.JSONL else write_csv
+    written = 0
     with existing_store(db) as store:
         info = store.get_run(run)
-        name, rows = info.name, store.job_rows(info.id)
+        name = info.name
         money, unused = store.money(info.id), store.unused_generations(info.id)
         done = commit_run(store, info, oxen_repo) if oxen_repo is not None else None
+        if done is None or output is not None:  # with --oxen-repo alone the dataset was the export asked for
+            with store.job_row_stream(info.id) as jobs:
+                columns = export_columns_of(jobs.axis_names())  # a first pass; the rows then stream, none held
+
+                def write(out: TextIO) -> None:
+                    nonlocal written
+                    written = writer(jobs.rows(), out, columns)
+
+                if to_stdout:
+                    write_stdout(write)
+                else:
+                    write_atomically(Path(str(output)), write)
     if done is not None:
         if done.commit_id is None:
             stderr.print(f"nothing changed in run {name} since commit {done.head} of {done.repo}: no new commit")
@@ -217,21 +233,9 @@ def export_command(
             changes = f"{len(done.added)} added, {len(done.modified)} modified, {len(done.removed)} removed"
             stderr.print(f"committed {done.commit_id} to {done.repo} ({changes}): {done.message}")
         if output is None:
-            return  # the dataset was the export asked for; -o as well writes the table there too
-    to_stdout = output in (None, "-")
-    if fmt is None:
-        jsonl = not to_stdout and str(output).endswith((".jsonl", ".ndjson"))
-        fmt = ExportFormat.JSONL if jsonl else ExportFormat.CSV
-    writer = write_jsonl if fmt is ExportFormat.JSONL else write_csv
-
-    def write(out: TextIO) -> None:
-        writer(rows, out)
-
-    if to_stdout:
-        write_stdout(write)
-    else:
-        write_atomically(Path(str(output)), write)
-        stderr.print(f"exported {len(rows)} job(s) of run {name} to {output}")
+            return
+    if not to_stdout:
+        stderr.print(f"exported {written} job(s) of run {name} to {output}")
     budget = f" of a ${money.budget:.2f} budget" if money.budget is not None else ""
     stderr.print(f"spent ${money.spent:.2f}, reserved ${money.reserved:.2f}{budget}")
     if unused:

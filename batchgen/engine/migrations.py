@@ -179,6 +179,18 @@ def m004_runners(db: Connection) -> None:
     ddl(db, "CREATE INDEX ix_jobs_runner_id ON jobs (runner_id)")
 
 
+@migration
+def m005_inspection_indexes(db: Connection) -> None:
+    """`status` at 1,000,000 jobs (engine/overview.py): indexes that cover what it aggregates, so a count by status
+    or a sum of money reads index entries only, never the table rows (4.4 s -> well under 1 s)."""
+    ddl(db, "CREATE INDEX ix_jobs_run_status ON jobs (run_id, status, error_class, estimated_cost, runner_id)")
+    ddl(
+        db,
+        "CREATE INDEX ix_generations_run_money ON generations "
+        "(run_id, generation_id, remote_status, job_id, cost, estimated_cost)",
+    )
+
+
 def apply_migrations(db: Connection) -> list[str]:
     """Apply every migration not yet recorded, in order, all in the caller's transaction; return their names.
 

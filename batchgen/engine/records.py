@@ -1,5 +1,5 @@
 """The values the store hands out and takes in: a run, the lease that proves holding it, a job to add, a job's
-working copy."""
+working copy, a run at a glance."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from batchgen.core.jobs import JobSpec, JobStatus
+from batchgen.core.money import LedgerRow, Money
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +72,13 @@ class JobState:
         """The organisation the job bills to (target_namespace), when it names one."""
         value = self.params.get("target_namespace")
         return value if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True, slots=True)
+class RunOverview:
+    """What `status` shows of a run's jobs and money (engine/overview.py)."""
+
+    counts: Mapping[JobStatus, int]  # jobs per status, without the ones the manifest no longer has
+    estimated_total: float
+    money: Money
+    unused: list[LedgerRow]  # paid (or running) generations no job uses, oldest first

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,12 @@ from batchgen.core.locations import is_database_url
 from batchgen.core.money import LedgerRow, Money
 from batchgen.core.remote import REMOTE_TERMINAL
 from batchgen.engine.holders import lease_is_over, refuse_if_held
+from batchgen.engine.job_stream import JobRowStream, job_row_stream
 from batchgen.engine.ledger import GENERATIONS, JOBS, RUNS, ledger_row, money_of, unused_query
 from batchgen.engine.migrations import apply_migrations
+from batchgen.engine.overview import run_overview
 from batchgen.engine.postgres import lock_for_writing, postgres_engine, postgres_error, shown
-from batchgen.engine.records import JobState, Lease, NewJob, RunInfo
+from batchgen.engine.records import JobState, Lease, NewJob, RunInfo, RunOverview
 from batchgen.engine.runners import RunnerSeats, fence, hold, live_runner
 from batchgen.engine.sqlite import as_utc, on_begin, on_connect, pragma, state_error, utcnow
 from batchgen.engine.transitions import JobTransitions, apply_event
@@ -231,6 +233,11 @@ class Store(JobTransitions, RunnerSeats):
             ).one()
         return (*jobs, *ledger)
 
+    def overview(self, run_id: int) -> RunOverview:
+        """Counts, the estimate, money and the paid-but-unused generations in one read: `status` at any size."""
+        with self._read() as db:
+            return run_overview(db, run_id)
+
     def unused_generations(self, run_id: int) -> list[LedgerRow]:
         """Generations of the run that no job uses (none was assigned, or the job uses another), not failed."""
         with self.engine.connect() as db:
@@ -294,6 +301,11 @@ class Store(JobTransitions, RunnerSeats):
             )
             for r in rows
         ]
+
+    def job_row_stream(self, run_id: int) -> AbstractContextManager[JobRowStream]:
+        """The run's jobs as export rows, read page by page from one snapshot (engine/job_stream.py): `job_rows`
+        for a run of any size."""
+        return job_row_stream(self.engine, run_id, self._run_name(run_id))
 
     # ---- internals ---------------------------------------------------------------------------------------------------
 
@@ -364,7 +376,6 @@ class Store(JobTransitions, RunnerSeats):
             if holding is not None:
                 hold(db, lease, holding)
             yield db
-
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:

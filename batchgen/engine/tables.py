@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
 
@@ -54,6 +55,8 @@ class JobTable(SQLModel, table=True):
     """One job of a run, with everything that happened to it."""
 
     __tablename__ = "jobs"
+    # status's aggregates read this index alone (engine/overview.py)
+    __table_args__ = (Index("ix_jobs_run_status", "run_id", "status", "error_class", "estimated_cost", "runner_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="runs.id", index=True)
@@ -89,6 +92,12 @@ class GenerationTable(SQLModel, table=True):
     """The ledger: one row per generation the run caused or adopted. Rows are never deleted or cleared."""
 
     __tablename__ = "generations"
+    # status's money and paid-but-unused reads use this index alone (engine/overview.py)
+    __table_args__ = (
+        Index(
+            "ix_generations_run_money", "run_id", "generation_id", "remote_status", "job_id", "cost", "estimated_cost"
+        ),
+    )
 
     generation_id: str = Field(primary_key=True)  # unique across the database: no two jobs can own one
     run_id: int = Field(foreign_key="runs.id", index=True)

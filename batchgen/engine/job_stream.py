@@ -1,0 +1,121 @@
+"""A run's jobs at dataset scale: read from one consistent snapshot, page by page, never all held.
+
+`export` of a 1,000,000-job run needs its columns (every axis any job has) before its first row, and then every
+row: two passes over the same rows. Both run in one read transaction (SQLite: one deferred transaction, which
+WAL keeps on one snapshot while runners write; PostgreSQL: REPEATABLE READ, READ ONLY), so a job added between
+the passes cannot bring an axis the header lacks. Rows come `PAGE` at a time (a server-side cursor on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, String, select, type_coerce
+
+from batchgen.core.export import row_axis_names
+from batchgen.core.jobs import JobRow, JobStatus
+from batchgen.engine.ledger import JOBS
+
+__all__ = ["PAGE", "JobRowStream", "job_row_stream"]
+
+PAGE = 5_000
+_REMEMBERED = 4_096  # parsed JSON kept for jobs that share it; a bound, so memory stays flat at any size
+_TIMES = ("intent_at", "enqueued_at", "started_at", "completed_at")
+_STATUSES = {s.value: s for s in JobStatus}
+
+
+def _moment(value: Any) -> datetime | None:
+    """A stored time as aware UTC: SQLite hands back its text, naive UTC (parsed here, in C, rather than by the
+    column type's regular expression: a million rows times four), PostgreSQL a datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value + "+00:00")  # 4x quicker than parsing, then replace(tzinfo=UTC)
+        except ValueError:
+            value = datetime.fromisoformat(value)  # text with an offset of its own
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+def _remember(parsed: dict[str, Any], text: str) -> Any:
+    if len(parsed) >= _REMEMBERED:
+        parsed.clear()
+    value = parsed[text] = json.loads(text)
+    return value
+
+
+class JobRowStream:
+    """The jobs of one run in one snapshot, in the order the manifest produced them; each pass reads them afresh."""
+
+    def __init__(self, db: Connection, run_id: int, run: str) -> None:
+        self._db, self._run_id, self.run = db, run_id, run
+        self._sqlite = db.dialect.name == "sqlite"
+
+    def _pages(self, *columns: Any) -> Iterator[Any]:
+        query = select(*columns).where(JOBS.c.run_id == self._run_id).order_by(JOBS.c.id)
+        result = self._db.execution_options(yield_per=PAGE).execute(query)
+        for page in result.partitions():
+            yield from page
+
+    def axis_names(self) -> Iterator[tuple[str, ...]]:
+        """Each job's axis names (variables, then parameters), for the export's columns: the first pass. Jobs with
+        the same variables and parameters (repeats, a matrix's shared variables) are parsed once."""
+        seen: dict[tuple[str, str], tuple[str, ...]] = {}
+        for variables, params in self._pages(JOBS.c.variables_json, JOBS.c.params_json):
+            names = seen.get((variables, params))
+            if names is None:
+                if len(seen) >= _REMEMBERED:
+                    seen.clear()
+                names = seen[variables, params] = tuple(row_axis_names(json.loads(variables), json.loads(params)))
+            yield names
+
+    def rows(self) -> Iterator[JobRow]:
+        """Every job as an export row, one page in memory at a time."""
+        c = JOBS.c
+        times = [type_coerce(c[t], String) if self._sqlite else c[t] for t in _TIMES]
+        run = self.run
+        shared: dict[str, Any] = {}  # variables shared by many jobs (a matrix's): one parsed dict for all of them
+        for r in self._pages(
+            c.key, c.model, c.params_json, c.variables_json, c.repeat, c.status, c.generation_id, c.result_url,
+            c.output_path, c.sha256, c.bytes, c.estimated_cost, c.cost, c.error, c.error_class, c.attempts, *times,
+            c.media_type, c.downloaded_by,
+        ):  # fmt: skip
+            yield JobRow(
+                job_key=r[0],
+                run=run,
+                model=r[1],
+                params=json.loads(r[2]),
+                variables=shared[r[3]] if r[3] in shared else _remember(shared, r[3]),
+                repeat=r[4],
+                status=_STATUSES[r[5]],
+                generation_id=r[6],
+                result_url=r[7],
+                output_path=r[8],
+                sha256=r[9],
+                bytes=r[10],
+                estimated_cost=r[11],
+                cost=r[12],
+                error=r[13],
+                error_class=r[14],
+                attempts=r[15],
+                intent_at=_moment(r[16]),
+                enqueued_at=_moment(r[17]),
+                started_at=_moment(r[18]),
+                completed_at=_moment(r[19]),
+                media_type=r[20],
+                downloaded_by=r[21],
+            )
+
+
+@contextmanager
+def job_row_stream(engine: Engine, run_id: int, run: str) -> Iterator[JobRowStream]:
+    """A read-only snapshot of the run's jobs, open until the block ends."""
+    with engine.connect() as db:
+        if db.dialect.name == "postgresql":
+            db = db.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with db.begin():
+            yield JobRowStream(db, run_id, run)

@@ -1,0 +1,77 @@
+"""A run at a glance, for `batchgen status`: counts, estimates and money in three aggregate reads.
+
+At 1,000,000 jobs each read of the whole run costs a scan of a million index entries, so status makes as few as
+it can: one of the jobs (counts, estimates and reservations together, grouped in the order of
+`ix_jobs_run_status`), one of the ledger (spent and in flight, from `ix_generations_run_money`), and the
+paid-but-unused generations once (they were read twice, for the money and for the list). Both indexes cover the
+columns read (migration m005), so neither table's rows are touched but the few unused generations'. The figures are those of `ledger.money_of`
+and `Store.status_counts` / `Store.estimated_total`, computed the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, case, func, literal, select
+
+from batchgen.core.jobs import JobStatus
+from batchgen.core.lifecycle import RESERVING
+from batchgen.core.money import Money
+from batchgen.engine.ledger import GENERATIONS, JOBS, RUNS, ledger_row
+from batchgen.engine.records import RunOverview
+
+__all__ = ["run_overview"]
+
+_RESERVING = frozenset(s.value for s in RESERVING)
+
+
+def run_overview(db: Connection, run_id: int) -> RunOverview:
+    """Jobs per status and the estimate of every job (both leaving out jobs the manifest no longer has), and where
+    the run's money stands, with its paid-but-unused generations."""
+    counts: dict[JobStatus, int] = {}
+    estimated = intents = 0.0
+    j = JOBS.c
+    for status, error_class, n, estimate in db.execute(
+        select(j.status, j.error_class, func.count(), func.sum(func.coalesce(j.estimated_cost, 0.0)))
+        .where(j.run_id == run_id)
+        .group_by(j.status, j.error_class)
+    ):
+        if status in _RESERVING:
+            intents += float(estimate or 0.0)
+        if error_class != "removed":
+            counts[JobStatus(status)] = counts.get(JobStatus(status), 0) + n
+            estimated += float(estimate or 0.0)
+    g = GENERATIONS.c
+    charged = func.coalesce(g.cost, g.estimated_cost, 0.0)
+    paid = (g.remote_status == "succeeded") | g.cost.is_not(None)
+    flying = g.cost.is_(None) & g.remote_status.not_in(["succeeded", "failed", "cancelled"])
+    spent, in_flight = db.execute(
+        select(
+            func.sum(case((paid, charged), else_=0.0)),
+            func.sum(case((flying, func.coalesce(g.estimated_cost, 0.0)), else_=0.0)),
+        ).where(g.run_id == run_id)
+    ).one()
+    budget = db.execute(select(RUNS.c.budget).where(RUNS.c.id == run_id)).scalar()
+    unused = [ledger_row(r) for r in db.execute(_unused(run_id))]
+    money = Money(
+        spent=float(spent or 0.0),
+        reserved=float(in_flight or 0.0) + intents,
+        budget=budget,
+        unused=len(unused),
+        unused_cost=sum(float(u.cost if u.cost is not None else (u.estimated_cost or 0.0)) for u in unused),
+    )
+    ordered = {s: counts[s] for s in sorted(counts, key=lambda s: s.value)}  # as status_counts: by status name
+    return RunOverview(counts=ordered, estimated_total=estimated, money=money, unused=unused)
+
+
+def _unused(run_id: int) -> Any:
+    """`ledger.unused_query`, shaped for a million ledger rows: the anti-join reads only index entries (the ledger's
+    in generation order from ix_generations_run_money, the jobs' from ix_jobs_generation_id, looked up in that same
+    order: `id + 0` keeps SQLite from reaching into the jobs table by id instead); then the few rows found are read
+    whole, oldest first."""
+    g, j = GENERATIONS.c, JOBS.c
+    uses = select(literal(1)).where(j.generation_id == g.generation_id, j.id + 0 == g.job_id).exists()
+    found = select(g.generation_id).where(
+        g.run_id == run_id, g.remote_status.not_in(["failed", "cancelled", "lost"]), ~uses
+    )
+    return select(GENERATIONS).where(g.generation_id.in_(found)).order_by(g.seen_at)
