@@ -8,6 +8,10 @@ the HTML file, see `relative_href`), so the page works straight from disk.
 
 Axes derived from others (a prompt templated from `subject` and `style`) are not made into sections of their
 own; they are shown in each cell's caption instead.
+
+A run of any size opens at once: the page draws its first DRAWN_FIGURES figures, and keeps every later table row
+as data that its script draws as the row comes near the window (IntersectionObserver); images are
+`loading="lazy"`, and videos `preload="none"` until they come near.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -40,6 +45,10 @@ __all__ = [
 ]
 
 PSEUDO_AXES = ("model", "prompt")
+# A page opens at any size: the first DRAWN_FIGURES figures are drawn at once, every later table row waits as data
+# (in groups of about LATER_FIGURES figures) until it comes near the window; media load only as they come near.
+DRAWN_FIGURES = 200
+LATER_FIGURES = 100
 
 
 def _sha256(text: str) -> str:
@@ -230,7 +239,7 @@ def _media(row: JobRow, href: str | None) -> str:
     if status == JobStatus.SUCCEEDED and href:
         if row.media_type == "image":
             return f'<img src="{_e(href)}" alt="{_e(row.prompt)}" loading="lazy">'
-        return f'<video controls muted preload="metadata" src="{_e(href)}"></video>'
+        return f'<video controls muted preload="none" src="{_e(href)}"></video>'  # the script loads it when near
     if status in _FAILED:
         what = row.error_class or str(status)
         return f'<div class="placeholder failed"><span><b>{_e(what)}</b>{_e(row.error or "")}</span></div>'
@@ -284,7 +293,27 @@ def _header(value: Any, scope: str) -> str:
     return f'<th scope="{scope}"><span class="clamp" title="{text}">{text}</span></th>'
 
 
-def _table(rows: Sequence[JobRow], layout: Layout, cells: dict[tuple[str, ...], list[str]], section: str) -> str:
+class _Drawn:
+    """How many figures the page still draws at once; the rows after those wait as data (`_later`)."""
+
+    def __init__(self, figures: int) -> None:
+        self.left = figures
+
+
+def _later(rows: list[str], columns: int) -> str:
+    """Table rows kept as a JSON string in a data block, which the parser reads as plain text (a 10,000-cell page
+    was 4 s of parsing); the report's script draws them when they come near the window. `</` and `<!--` are
+    escaped (JSON's own escapes), so nothing in the rows can end the block or change how it is read."""
+    data = json.dumps("".join(rows), ensure_ascii=False).replace("</", "<\\/").replace("<!--", "\\u003c!--")
+    return (
+        f'<tr class="later" data-rows="{len(rows)}"><td colspan="{columns}">'
+        f'<script type="application/json">{data}</script></td></tr>'
+    )
+
+
+def _table(
+    rows: Sequence[JobRow], layout: Layout, cells: dict[tuple[str, ...], list[str]], section: str, drawn: _Drawn
+) -> str:
     row_values, col_values = _values(rows, layout.rows_axis), _values(rows, layout.cols_axis)
     out = ['<div class="scroll"><table class="grid">']
     if layout.cols_axis is not None:
@@ -293,19 +322,35 @@ def _table(rows: Sequence[JobRow], layout: Layout, cells: dict[tuple[str, ...], 
         out += [_header(v, "col") for _, v in col_values]
         out.append("</tr></thead>")
     out.append("<tbody>")
+    columns = len(col_values) + (layout.rows_axis is not None or layout.cols_axis is not None)
+    waiting: list[str] = []
+    waiting_figures = 0
     for row_key, row_value in row_values:
-        out.append("<tr>")
+        tr = ["<tr>"]
         if layout.rows_axis is not None:
-            out.append(_header(row_value, "row"))
+            tr.append(_header(row_value, "row"))
         elif layout.cols_axis is not None:
-            out.append('<th scope="row"></th>')
+            tr.append('<th scope="row"></th>')
+        figures_in_row = 0
         for col_key, _ in col_values:
             figures = cells.get((section, row_key, col_key))
             if figures:
-                out.append(f'<td class="cell"><div class="repeats">{"".join(figures)}</div></td>')
+                figures_in_row += len(figures)
+                tr.append(f'<td class="cell"><div class="repeats">{"".join(figures)}</div></td>')
             else:
-                out.append('<td class="cell empty">—</td>')
-        out.append("</tr>")
+                tr.append('<td class="cell empty">—</td>')
+        tr.append("</tr>")
+        if drawn.left > 0:
+            drawn.left -= figures_in_row
+            out.append("".join(tr))
+            continue
+        waiting.append("".join(tr))
+        waiting_figures += figures_in_row
+        if waiting_figures >= LATER_FIGURES:
+            out.append(_later(waiting, columns))
+            waiting, waiting_figures = [], 0
+    if waiting:
+        out.append(_later(waiting, columns))
     out.append("</tbody></table></div>")
     return "".join(out)
 
@@ -383,12 +428,15 @@ def render_report(
     body.append(_filters(jobs, every_status=live_script is not None))
     if not jobs:
         body.append("<p>No jobs in this run yet.</p>")
+    drawn = _Drawn(DRAWN_FIGURES)
+    if len(jobs) > DRAWN_FIGURES:
+        body.append(f"<noscript><p>Without JavaScript this page shows its first {DRAWN_FIGURES} jobs.</p></noscript>")
     for section, members in sections.items():
         body.append('<section class="plane">')
         if layout.section_axes:
             label = " · ".join(f"{a} = {_label(axis_value(members[0], a))}" for a in layout.section_axes)
             body.append(f"<h2>{_e(label)}</h2>")
-        body.append(_table(members, layout, cells, section))
+        body.append(_table(members, layout, cells, section, drawn))
         body.append("</section>")
     script, policy = JS, CONTENT_SECURITY_POLICY
     if live_script is not None:

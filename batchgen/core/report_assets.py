@@ -59,9 +59,14 @@ details summary { cursor: pointer; }
 details dl { margin: 4px 0 0; display: grid; grid-template-columns: auto 1fr; gap: 1px 8px; }
 details dt { color: var(--muted); }
 details dd { margin: 0; color: var(--fg); white-space: pre-wrap; word-break: break-word; }
+.grid tr.later td { border: none; background: none; padding: 0; }
 """ + "".join(f"body.hide-{s} figure.job.st-{s} {{ display: none; }}\n" for s in JobStatus)
 
 # Status filters: unticking a status hides its jobs (rules in CSS); videos play on hover (contact-sheet style).
+# A page opens at any size: table rows kept as data (tr.later) are drawn as they come within 1500 px of the window,
+# and a video loads its first frame only within 2000 px (it is preload="none" until then); images are
+# loading="lazy". `window.batchgenReveal(root)` does for new figures what the page did for its own (the live
+# gallery calls it), and "batchgen:drawn" tells who cares which rows were just drawn.
 JS = """
 (function () {
   document.querySelectorAll(".filters input[data-status]").forEach(function (box) {
@@ -69,9 +74,38 @@ JS = """
       document.body.classList.toggle("hide-" + box.dataset.status, !box.checked);
     });
   });
-  document.querySelectorAll("figure.job video").forEach(function (video) {
-    video.addEventListener("mouseenter", function () { video.play().catch(function () {}); });
-    video.addEventListener("mouseleave", function () { video.pause(); });
+  var watching = "IntersectionObserver" in window;
+  function load(video) { video.preload = "metadata"; video.load(); }
+  var videos = watching && new IntersectionObserver(function (entries) {
+    entries.forEach(function (entry) {
+      if (entry.isIntersecting) { videos.unobserve(entry.target); load(entry.target); }
+    });
+  }, {rootMargin: "2000px 0px"});
+  function reveal(root) {
+    root.querySelectorAll("figure.job video").forEach(function (video) {
+      video.addEventListener("mouseenter", function () { video.play().catch(function () {}); });
+      video.addEventListener("mouseleave", function () { video.pause(); });
+      if (video.preload === "none") { if (videos) { videos.observe(video); } else { load(video); } }
+    });
+  }
+  function draw(placeholder) {
+    var holder = document.createElement("template");
+    holder.innerHTML = JSON.parse(placeholder.querySelector("script").textContent);
+    var rows = Array.prototype.slice.call(holder.content.children);
+    placeholder.replaceWith.apply(placeholder, rows);
+    rows.forEach(reveal);
+    document.dispatchEvent(new CustomEvent("batchgen:drawn", {detail: rows}));
+  }
+  var later = watching && new IntersectionObserver(function (entries) {
+    entries.forEach(function (entry) {
+      if (entry.isIntersecting) { later.unobserve(entry.target); draw(entry.target); }
+    });
+  }, {rootMargin: "1500px 0px"});
+  reveal(document);
+  document.querySelectorAll("tr.later").forEach(function (row) {
+    row.style.height = Number(row.dataset.rows) * 240 + "px";
+    if (later) { later.observe(row); } else { draw(row); }
   });
+  window.batchgenReveal = reveal;
 })();
 """

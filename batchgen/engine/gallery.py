@@ -37,28 +37,34 @@ from batchgen.errors import BatchgenError
 __all__ = ["LIVE_JS", "Gallery", "GalleryServer", "bind", "gallery_app", "gallery_server"]
 
 # Replaces figures in place as `jobs` events arrive; reloads on `layout`. EventSource reconnects by itself, and
-# the server answers every new connection with the whole state, so nothing is lost across a reconnect.
+# the server answers every new connection with the whole state, so nothing is lost across a reconnect. A figure
+# in a row the page has not drawn yet (a large run: core/report.py) is kept until the row is drawn.
 LIVE_JS = """
 (function () {
   var summary = document.getElementById("live-summary");
-  function hover(root) {
-    root.querySelectorAll("video").forEach(function (video) {
-      video.addEventListener("mouseenter", function () { video.play().catch(function () {}); });
-      video.addEventListener("mouseleave", function () { video.pause(); });
-    });
+  var waiting = {};
+  function swap(old, html) {
+    var fresh = document.createElement("template");
+    fresh.innerHTML = html;
+    var figure = fresh.content.firstElementChild;
+    if (!figure) { return; }
+    window.batchgenReveal(fresh.content);
+    old.replaceWith(figure);
   }
+  document.addEventListener("batchgen:drawn", function (event) {
+    event.detail.forEach(function (row) {
+      row.querySelectorAll("figure.job").forEach(function (old) {
+        var html = waiting[old.dataset.key];
+        if (html !== undefined) { delete waiting[old.dataset.key]; swap(old, html); }
+      });
+    });
+  });
   var source = new EventSource("events?layout=" + encodeURIComponent(document.body.dataset.layout));
   source.addEventListener("jobs", function (event) {
     var data = JSON.parse(event.data);
     Object.keys(data.figures).forEach(function (key) {
       var old = document.querySelector('figure.job[data-key="' + CSS.escape(key) + '"]');
-      if (!old) { return; }
-      var fresh = document.createElement("template");
-      fresh.innerHTML = data.figures[key];
-      var figure = fresh.content.firstElementChild;
-      if (!figure) { return; }
-      hover(figure);
-      old.replaceWith(figure);
+      if (old) { swap(old, data.figures[key]); } else { waiting[key] = data.figures[key]; }
     });
     summary.innerHTML = data.summary;
     document.body.dataset.version = String(data.version);

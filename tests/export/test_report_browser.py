@@ -1,16 +1,10 @@
-"""The report in a real browser: headless Chromium opened on the file, driven over the DevTools protocol.
-
-Chromium is driven through --remote-debugging-pipe (NUL-separated JSON on fds 3 and 4, set up by bash, since
-dash cannot redirect fds above 9), which needs no websocket client. The media are the emulator's real H.264 MP4 and PNG bytes, written where the rows say.
+"""The report in a real browser: headless Chromium opened on the file, driven over the DevTools protocol
+(tests/export/devtools.py). The media are the emulator's real H.264 MP4 and PNG bytes, written where the rows say.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import select
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -24,30 +18,22 @@ from batchgen.core.report import relative_href, render_report
 from batchgen.emulator.media import mp4_bytes, png_bytes
 from tests.kit import require
 
+from .devtools import DevTools, chromium_executable, console_errors, evaluate, open_page
 from .rows import demo_rows, make_row
+
+__all__ = ["DevTools", "browser", "console_errors", "evaluate", "open_page"]  # what test_serve.py shares
 
 pytestmark = pytest.mark.browser
 
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--mute-audio",
-    "--remote-debugging-pipe",
-]
-
-# Waits until every video has its metadata (or failed), then reports what the page holds.
+# Brings every video into view in turn (they load only as they come near: preload="none" until then), waits until
+# each has its metadata (or failed), then reports what the page holds.
 PROBE = """
 new Promise((resolve) => {
   const videos = [...document.querySelectorAll("video")];
   const settled = () => videos.every((v) => v.readyState >= 1 || v.error);
+  const frames = () => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
   const started = Date.now();
-  (function poll() {
+  (async () => { for (const v of videos) { v.scrollIntoView(); await frames(); } })().then(function poll() {
     if (settled() || Date.now() - started > 15000) {
       resolve(JSON.stringify({
         title: document.title,
@@ -62,89 +48,16 @@ new Promise((resolve) => {
     } else {
       setTimeout(poll, 50);
     }
-  })();
+  });
 })
 """
 
 
 def chromium_path() -> str:
-    found = shutil.which("chromium")
+    found = chromium_executable()
     require(found, "chromium is not installed (apt-get install chromium; .ci/run installs it)")
     assert found is not None
     return found
-
-
-class DevTools:
-    """A minimal Chrome DevTools Protocol client over the debugging pipe."""
-
-    def __init__(self, executable: str, profile: Path) -> None:
-        self._to_browser_r, self._to_browser_w = os.pipe()
-        self._from_browser_r, self._from_browser_w = os.pipe()
-        redirect = f'exec "$@" 3<&{self._to_browser_r} 4>&{self._from_browser_w}'
-        self.process = subprocess.Popen(
-            ["bash", "-c", redirect, "bash", executable, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            pass_fds=(self._to_browser_r, self._from_browser_w),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        os.close(self._to_browser_r)
-        os.close(self._from_browser_w)
-        self._buffer = b""
-        self._next_id = 0
-        self.events: list[dict[str, Any]] = []
-
-    def send(self, method: str, session: str | None = None, timeout: float = 20, **params: Any) -> dict[str, Any]:
-        self._next_id += 1
-        message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
-        os.write(self._to_browser_w, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            reply = self._read(deadline)
-            if reply.get("id") == self._next_id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return dict(reply["result"])
-            self.events.append(reply)
-
-    def wait_for(self, method: str, timeout: float = 20) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        for event in self.events:
-            if event.get("method") == method:
-                return event
-        while True:
-            event = self._read(deadline)
-            self.events.append(event)
-            if event.get("method") == method:
-                return event
-
-    def _read(self, deadline: float) -> dict[str, Any]:
-        while b"\0" not in self._buffer:
-            remaining = deadline - time.monotonic()
-            ready, _, _ = select.select([self._from_browser_r], [], [], max(0.0, remaining))
-            if not ready:
-                raise TimeoutError("chromium did not answer in time")
-            chunk = os.read(self._from_browser_r, 1 << 16)
-            if not chunk:
-                raise RuntimeError(f"chromium exited (code {self.process.poll()})")
-            self._buffer += chunk
-        message, self._buffer = self._buffer.split(b"\0", 1)
-        return dict(json.loads(message))
-
-    def close(self) -> None:
-        try:
-            self.send("Browser.close", timeout=5)
-        except (RuntimeError, TimeoutError, OSError):
-            pass
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        os.close(self._to_browser_w)
-        os.close(self._from_browser_r)
 
 
 @pytest.fixture
@@ -154,34 +67,6 @@ def browser(tmp_path: Path) -> Iterator[DevTools]:
         yield devtools
     finally:
         devtools.close()
-
-
-def open_page(browser: DevTools, url: str) -> str:
-    target = browser.send("Target.createTarget", url="about:blank")["targetId"]
-    session = str(browser.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"])
-    for domain in ("Runtime", "Log", "Page"):
-        browser.send(f"{domain}.enable", session)
-    browser.send("Page.navigate", session, url=url)
-    browser.wait_for("Page.loadEventFired")
-    return session
-
-
-def evaluate(browser: DevTools, session: str, expression: str) -> Any:
-    result = browser.send("Runtime.evaluate", session, expression=expression, awaitPromise=True, returnByValue=True)
-    return result["result"].get("value")
-
-
-def console_errors(browser: DevTools) -> list[str]:
-    found = []
-    for event in browser.events:
-        params = event.get("params", {})
-        if event.get("method") == "Runtime.exceptionThrown":
-            found.append(json.dumps(params["exceptionDetails"])[:300])
-        elif event.get("method") == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-            found.append(json.dumps(params.get("args"))[:300])
-        elif event.get("method") == "Log.entryAdded" and params["entry"]["level"] == "error":
-            found.append(f"{params['entry'].get('text')} {params['entry'].get('url', '')}")
-    return found
 
 
 def write_demo(tmp_path: Path) -> tuple[Path, list[JobRow]]:
@@ -247,3 +132,82 @@ def test_a_missing_media_file_shows_up_as_a_console_error(tmp_path: Path, browse
     page = json.loads(evaluate(browser, session, PROBE))
     assert page["videos"][0]["error"] is not None
     assert console_errors(browser) != []
+
+
+# What a large page holds for one job's figure: in the page at all, and its media loaded.
+MEDIA_STATE = """
+(() => {
+  const figure = document.querySelector('figure.job[data-key="KEY"]');
+  const img = figure && figure.querySelector("img");
+  const video = figure && figure.querySelector("video");
+  return JSON.stringify({
+    present: figure !== null,
+    image: img ? img.complete && img.naturalWidth > 0 : null,
+    video: video ? video.readyState : null,
+    figures: document.querySelectorAll("figure.job").length,
+    loaded: [...document.querySelectorAll("figure.job img")].filter((i) => i.complete && i.naturalWidth > 0).length,
+  });
+})()
+"""
+
+
+def media_state(browser: DevTools, session: str, key: str) -> dict[str, Any]:
+    return dict(json.loads(evaluate(browser, session, MEDIA_STATE.replace("KEY", key))))
+
+
+def write_large(tmp_path: Path, jobs: int) -> tuple[Path, list[JobRow]]:
+    """A grid of `jobs` image jobs (4 columns), each with its own PNG, and a video as the very last job."""
+    out_dir = tmp_path / "large"
+    out_dir.mkdir()
+    rows = []
+    for n in range(jobs):
+        video = n == jobs - 1
+        row = make_row(
+            f"subject {n // 4}",
+            params={"seconds": str(4 + n % 4)},
+            variables={"subject": f"subject {n // 4}"},
+            media_type="video" if video else "image",
+            output_path=f"large/{n}.{'mp4' if video else 'png'}",
+        )
+        (tmp_path / str(row.output_path)).write_bytes(mp4_bytes(row.job_key) if video else png_bytes(row.job_key))
+        rows.append(row)
+    report = out_dir / "report.html"
+
+    def media_href(row: JobRow) -> str | None:
+        return relative_href(tmp_path / str(row.output_path), out_dir)
+
+    report.write_text(render_report(rows, title="large", media_href=media_href), encoding="utf-8")
+    return report, rows
+
+
+def test_a_large_report_loads_media_only_as_they_come_into_view(tmp_path: Path, browser: DevTools) -> None:
+    report, rows = write_large(tmp_path, 800)  # 200 rows of 4: far more than one window
+    session = open_page(browser, report.as_uri())
+    first, last = rows[0].job_key, rows[-1].job_key
+    deadline = time.monotonic() + 20
+    while not (top := media_state(browser, session, first))["image"]:  # in view at once: loads
+        assert time.monotonic() < deadline, top
+        time.sleep(0.05)
+    bottom = media_state(browser, session, last)
+    # far below the fold: its row is not even drawn; of the rows drawn, those far down have not loaded their images
+    assert bottom["present"] is False
+    assert 0 < top["figures"] < len(rows) and 0 < top["loaded"] < top["figures"]
+    while not bottom["present"]:  # scroll down step by step, as a reader would, until the last row is drawn
+        evaluate(browser, session, "window.scrollBy(0, 2000)")
+        bottom = media_state(browser, session, last)
+        assert time.monotonic() < deadline, bottom
+        time.sleep(0.05)
+    assert bottom["figures"] == len(rows)
+    assert bottom["video"] == 0  # drawn, but still out of view (a column to the right): not loaded
+    evaluate(browser, session, f"""document.querySelector('figure.job[data-key="{last}"]').scrollIntoView()""")
+    while media_state(browser, session, last)["video"] < 1:
+        assert time.monotonic() < deadline, "the video scrolled into view never loaded"
+        time.sleep(0.05)
+    # a figure near the end, drawn on the way down, has its image once it is in view
+    near_end = rows[-2].job_key
+    evaluate(browser, session, f"""document.querySelector('figure.job[data-key="{near_end}"]').scrollIntoView()""")
+    deadline = time.monotonic() + 10
+    while not media_state(browser, session, near_end)["image"]:
+        assert time.monotonic() < deadline, "the image scrolled into view never loaded"
+        time.sleep(0.05)
+    assert console_errors(browser) == []

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from collections import Counter
 from html import unescape
@@ -206,3 +207,27 @@ def test_relative_href_is_relative_to_the_report_and_url_encoded(tmp_path: Path)
     assert relative_href(tmp_path / "elsewhere" / "x.mp4", out / "reports") == "../../elsewhere/x.mp4"
     assert relative_href(out / "javascript:alert(1).mp4", out) == "javascript%3Aalert%281%29.mp4"
     assert relative_href(out / "ümlaut.mp4", out) == "%C3%BCmlaut.mp4"
+
+
+def test_a_large_report_draws_its_first_rows_and_keeps_the_others_as_inert_data(make_row: MakeRow) -> None:
+    rows = [
+        make_row(f"{HOSTILE} {n // 4}", params={"seed": n % 4}, variables={"subject": f"{HOSTILE} {n // 4}"})
+        for n in range(1_000)
+    ]
+    html = render(rows)
+    drawn, _, rest = html.partition('<tr class="later"')
+    assert report.DRAWN_FIGURES <= drawn.count("<figure") < report.DRAWN_FIGURES + 4  # whole table rows of 4
+    blocks = re.findall(r'<script type="application/json">(.*?)</script>', rest, re.S)
+    assert len(blocks) == rest.count('<tr class="later"') + 1 > 2
+    assert not any("</" in b or "<!--" in b for b in blocks)  # nothing can end a block early
+    waiting = "".join(json.loads(b) for b in blocks)
+    assert drawn.count("<figure") + waiting.count("<figure") == len(rows)  # every job, once
+    page = Elements(drawn + waiting)
+    assert page.tags["script"] == 0 and page.tags["img"] == 0  # the hostile text stays text when drawn later
+    assert sum(HOSTILE in t for t in page.text) >= len(rows) - report.DRAWN_FIGURES
+    assert 'preload="none"' in waiting and 'preload="metadata"' not in html  # videos load when near
+
+
+def test_a_small_report_is_drawn_whole(demo_rows: list[JobRow]) -> None:
+    html = render(demo_rows)
+    assert 'class="later"' not in html and "<noscript>" not in html
