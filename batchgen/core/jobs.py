@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -33,16 +34,84 @@ class JobStatus(StrEnum):
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
+def _canonical_encoder() -> Callable[[Any], str]:
+    """`json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)`, made once.
+
+    `json.dumps` with arguments builds a new encoder, and its C scanner, on every call: a third of the cost of
+    keying a million jobs. The C encoder is built here with exactly the arguments `dumps` would give it, so the
+    text is the same (tests/manifest/test_keys_pinned.py pins it); without the C accelerator, `dumps` it is.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return lambda value: json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    markers: dict[int, Any] = {}  # the circular-reference check, as dumps does it
+    encode = make(markers, str, json.encoder.encode_basestring, None, ":", ",", True, False, True)
+
+    def canonical(value: Any) -> str:
+        try:
+            return "".join(encode(value, 0))
+        except BaseException:
+            markers.clear()  # an error leaves the containers it was inside marked
+            raise
+
+    return canonical
+
+
+_encode_canonically = _canonical_encoder()
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no spaces: the same value always gives the same text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _encode_canonically(value)
+
+
+def exact_key(value: Any) -> Hashable:
+    """A hashable stand-in for `value` for caches of verdicts: two values share it only when they are the same
+    JSON value of the same Python type (`1`, `1.0`, `True` and `"1"` are all equal or alike somewhere in Python,
+    and a schema tells every one of them apart)."""
+    kind = type(value)
+    if kind is str:
+        text: str = value
+        return text  # no other kind of value below is a str
+    if kind is int or kind is bool or value is None:
+        return (kind, value)
+    if kind is float:
+        return (kind, repr(value))  # -0.0 == 0.0, yet the request says which
+    return (kind, canonical_json(value))
 
 
 def job_key(model: str, params: Mapping[str, Any], repeat: int) -> str:
     """The stable identity of a job: the same model, final parameters and repeat index give the same key,
     whatever the order of keys in the manifest."""
-    text = canonical_json({"model": model, "params": dict(params), "repeat": repeat})
+    text = _encode_canonically(
+        {"model": model, "params": params if type(params) is dict else dict(params), "repeat": repeat}
+    )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:KEY_LENGTH]
+
+
+class KeyMaker:
+    """`job_key` for many jobs of one model whose parameters have the same names: the canonical text is put
+    together from pieces encoded once (the sorted names, the model), so only the values are encoded per job.
+    The bytes are `job_key`'s (tests/manifest/test_keys_pinned.py); parameters of other names, or values other
+    than strings, are keyed by `job_key` itself."""
+
+    def __init__(self, model: str, names: Iterable[str]) -> None:
+        self.model = model
+        self.order = tuple(sorted(names))  # as json's sort_keys orders them
+        self.labels = tuple(json.encoder.encode_basestring(name) + ":" for name in self.order)
+        self.head = '{"model":' + json.encoder.encode_basestring(model) + ',"params":{'
+
+    def key(self, params: Mapping[str, Any], repeat: int) -> str:
+        """The job key of `model` with `params` and `repeat`."""
+        if len(params) != len(self.order):
+            return job_key(self.model, params, repeat)
+        try:
+            values = map(json.encoder.encode_basestring, map(params.__getitem__, self.order))
+            body = ",".join(map(operator.add, self.labels, values))
+        except (KeyError, TypeError):  # another name; a value that is not a string
+            return job_key(self.model, params, repeat)
+        text = f'{self.head}{body}}},"repeat":{int(repeat)}}}'
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:KEY_LENGTH]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,12 +7,12 @@ reason, never 0: "unknown" and "free" are different answers to a budget.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from batchgen.core.jobs import canonical_json
+from batchgen.core.jobs import exact_key
 from batchgen.core.models import ModelInfo
 
 _SECONDS = re.compile(r"\s*(\d+(?:\.\d+)?)\s*s?\s*\Z", re.IGNORECASE)  # 4, "4", "5s", "5 s"
@@ -20,6 +20,8 @@ _SECONDS = re.compile(r"\s*(\d+(?:\.\d+)?)\s*s?\s*\Z", re.IGNORECASE)  # 4, "4",
 _TIER_PARAMS = ("resolution", "size", "image_size", "output_size", "megapixels")
 # Parameters that can change a price; all others (the prompt above all) are ignored by the cache key.
 _PRICE_PARAMS = ("seconds", "duration", "resolution", "generate_audio", "quality", "n", *_TIER_PARAMS[1:])
+PRICE_NAMES = frozenset(_PRICE_PARAMS)  # every parameter that can change a price
+CACHE_LIMIT = 65_536  # estimates kept per model
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,11 @@ class Estimate:
 
     cost: Decimal | None
     reason: str = ""
+    # the cost as a plan's jobs carry it: one float for every job that shares this estimate, not one each
+    usd: float | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "usd", float(self.cost) if self.cost is not None else None)
 
 
 class PriceList:
@@ -35,14 +42,21 @@ class PriceList:
 
     def __init__(self, model: ModelInfo) -> None:
         self.model = model
-        self._cache: dict[str, Estimate] = {}
+        self._cache: dict[tuple[Hashable, ...], Estimate] = {}
 
     def estimate(self, params: Mapping[str, Any]) -> Estimate:
         """The cost of one generation with these parameters."""
-        relevant = {name: params[name] for name in _PRICE_PARAMS if name in params}
-        key = canonical_json(relevant)
+        parts: list[Hashable] = []
+        for name, value in params.items():
+            if name in PRICE_NAMES:
+                parts.append(name)
+                parts.append(value if value.__class__ is str else exact_key(value))
+        key = tuple(parts)
         cached = self._cache.get(key)
         if cached is None:
+            relevant = {name: params[name] for name in _PRICE_PARAMS if name in params}
+            if len(self._cache) >= CACHE_LIMIT:
+                self._cache.clear()
             cached = self._cache[key] = estimate_cost(self.model, relevant)
         return cached
 

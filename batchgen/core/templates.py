@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -24,11 +24,13 @@ class Template:
     """A parsed template: literal pieces and the names between them (`parts` alternates text, name, text...)."""
 
     parts: tuple[str, ...]
+    names: tuple[str, ...] = field(init=False, repr=False, compare=False)  # the variables used, in order of first use
+    name_set: frozenset[str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The variables the template uses, in order of first use."""
-        return tuple(dict.fromkeys(self.parts[1::2]))
+    def __post_init__(self) -> None:
+        # asked of every job of a matrix: worked out once, when the template is parsed
+        object.__setattr__(self, "names", tuple(dict.fromkeys(self.parts[1::2])))
+        object.__setattr__(self, "name_set", frozenset(self.names))
 
     @property
     def is_literal(self) -> bool:

@@ -11,18 +11,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
 from batchgen.core.expansion import ExpandedJob
 from batchgen.core.images import image_size
-from batchgen.core.jobs import canonical_json
+from batchgen.core.jobs import exact_key
 from batchgen.core.models import ModelInfo
-from batchgen.core.problems import ProblemList
 
 # Keywords that describe a property without constraining it beyond its type.
 _ANNOTATIONS = frozenset({"type", "title", "description", "default", "examples", "format", "x-order", "deprecated"})
@@ -31,6 +30,7 @@ _PLAIN_OBJECT = frozenset(
     {"type", "title", "description", "required", "properties", "additionalProperties", "basic", "$schema", "$id"}
 )
 _PLACEHOLDER = ""
+CACHE_LIMIT = 65_536  # verdicts kept per model
 
 # Sora's first frame must exactly match the output size: (aspect_ratio, resolution) -> (width, height).
 SORA_OUTPUT_SIZES: Mapping[tuple[str, str], tuple[int, int]] = {
@@ -81,24 +81,36 @@ class SchemaChecker:
                 f"the registry's request_schema for {model.id} is not valid JSON Schema: {error.message}"
             )
         self.free_strings = _free_string_properties(schema)
-        self._cache: dict[str, tuple[FieldProblem, ...]] = {}
+        self.sora = is_sora(model.id)
+        self._cache: dict[tuple[Hashable, ...], tuple[FieldProblem, ...]] = {}
 
     def check(self, params: Mapping[str, Any]) -> tuple[FieldProblem, ...]:
         """Every schema problem of one parameter set (cached)."""
         if self.validator is None:
             return ()
-        if self.free_strings:
-            params = {
-                name: _PLACEHOLDER if name in self.free_strings and isinstance(value, str) else value
-                for name, value in params.items()
-            }
-        key = canonical_json(params)
+        free = self.free_strings
+        # The verdict's key: the names in order, and each value as itself, by exact_key, or as the placeholder.
+        parts: list[Hashable] = []
+        for name, value in params.items():
+            parts.append(name)
+            if value.__class__ is str:
+                parts.append(_PLACEHOLDER if name in free else value)
+            else:
+                parts.append(exact_key(value))
+        key = tuple(parts)
         cached = self._cache.get(key)
         if cached is None:
+            if free:
+                params = {
+                    name: _PLACEHOLDER if name in free and isinstance(value, str) else value
+                    for name, value in params.items()
+                }
             errors = sorted(self.validator.iter_errors(params), key=lambda error: list(error.absolute_path))
             # `seconds: 4` breaks both `type` and `enum`; the enum message says all of it, so say it once.
             with_enum = {tuple(error.absolute_path) for error in errors if error.validator == "enum"}
             errors = [e for e in errors if not (e.validator == "type" and tuple(e.absolute_path) in with_enum)]
+            if len(self._cache) >= CACHE_LIMIT:
+                self._cache.clear()  # a parameter unique to each job (a seed) would otherwise keep them all
             cached = self._cache[key] = tuple(self._describe(error) for error in errors)
         return cached
 
@@ -217,37 +229,85 @@ def images_to_probe(jobs: Iterable[ExpandedJob]) -> set[str]:
     return urls
 
 
+class ProblemSink(Protocol):
+    """Where located problems go (a ProblemList, or anything that keeps them the same way)."""
+
+    def add(self, where: str, message: str, hint: str = "", *, group: str | None = None) -> None: ...
+
+
+class JobChecker:
+    """Checks jobs one at a time, adding located problems to `problems` and collecting warnings: one schema
+    checker per model, made when its first job comes. `probes` may be given late, before the first job that
+    needs one (see `image_to_fetch`)."""
+
+    def __init__(
+        self, models: Mapping[str, ModelInfo], problems: ProblemSink, probes: Mapping[str, ImageProbe] | None = None
+    ) -> None:
+        self.models = models
+        self.problems = problems
+        self.probes: Mapping[str, ImageProbe] = probes if probes is not None else {}
+        self.warnings: dict[str, None] = {}
+        self._checkers: dict[str, SchemaChecker | None] = {}
+
+    def schema_checker(self, model_id: str) -> SchemaChecker | None:
+        """The model's schema checker (made once), or None when its entry or schema is unknown."""
+        if model_id in self._checkers:
+            return self._checkers[model_id]
+        model = self.models.get(model_id)
+        checker = None
+        if model is not None and model.request_schema is not None:
+            checker = SchemaChecker(model)
+            if checker.schema_error:
+                self.warnings[checker.schema_error] = None
+        self._checkers[model_id] = checker
+        return checker
+
+    def image_to_fetch(self, job: ExpandedJob) -> str | None:
+        """The URL whose probe checking this job needs (a Sora job's `input_image` that is not a data: URI)."""
+        url = job.spec.params.get("input_image")
+        if not isinstance(url, str) or not url or url.startswith("data:"):
+            return None
+        checker = self.schema_checker(job.spec.model)
+        return url if checker is not None and checker.sora else None
+
+    def check(self, job: ExpandedJob) -> None:
+        """Validate one job (nothing to do when its model or schema is unknown)."""
+        checker = self.schema_checker(job.spec.model)
+        if checker is None:
+            return
+        self.locate(job, checker.check(job.spec.params))
+        if checker.sora:
+            self.check_first_frame(job, checker.model)
+
+    def locate(self, job: ExpandedJob, found: Iterable[FieldProblem]) -> None:
+        """Add a job's schema problems at the lines that wrote the fields they are about."""
+        for problem in found:
+            where = job.origin_of(problem.field) if problem.field else job.spec.origin
+            self.problems.add(where, problem.message, problem.hint)
+
+    def check_first_frame(self, job: ExpandedJob, model: ModelInfo) -> None:
+        """Sora's rule: an `input_image` must be exactly the output size (needs its probe, or a data: URI)."""
+        _check_first_frame(job, model, self.probes, self.problems, self.warnings)
+
+
 def check_jobs(
     jobs: Iterable[ExpandedJob],
     models: Mapping[str, ModelInfo],
     probes: Mapping[str, ImageProbe],
-    problems: ProblemList,
+    problems: ProblemSink,
 ) -> list[str]:
     """Validate every job whose model is known, adding located problems; return warnings."""
-    checkers: dict[str, SchemaChecker] = {}
-    warnings: dict[str, None] = {}
+    checker = JobChecker(models, problems, probes)
     for job in jobs:
-        model = models.get(job.spec.model)
-        if model is None or model.request_schema is None:
-            continue
-        checker = checkers.get(model.id)
-        if checker is None:
-            checker = checkers[model.id] = SchemaChecker(model)
-            if checker.schema_error:
-                warnings[checker.schema_error] = None
-        for found in checker.check(job.spec.params):
-            where = job.origin_of(found.field) if found.field else job.spec.origin
-            problems.add(where, found.message, found.hint)
-        if is_sora(model.id):
-            _check_first_frame(job, model, probes, problems, warnings)
-    return list(warnings)
+        checker.check(job)
+    return list(checker.warnings)
 
 
 def _check_first_frame(
     job: ExpandedJob,
     model: ModelInfo,
     probes: Mapping[str, ImageProbe],
-    problems: ProblemList,
+    problems: ProblemSink,
     warnings: dict[str, None],
 ) -> None:
     url = job.spec.params.get("input_image")
