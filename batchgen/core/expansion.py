@@ -4,22 +4,27 @@ Which fields are request parameters and which are template variables is decided 
 is known: schema properties (and the queue's own fields) are sent, everything else is kept as
 `JobSpec.variables`. Without a schema, a field named by a `{template}` is taken as a variable and every other
 field as a parameter; the plan then warns that keys may change once the schema is known.
+
+Built for a million jobs: what depends only on a job's *shape* (which fields, from which layers) is worked out
+once per shape (which fields are parameters, which line locates the job); variables and rendered templates are
+shared by the jobs whose values are the very same objects; and `Expander` makes the jobs one at a time, so a plan
+need not hold them all (core/plan.py).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchgen.core.jobs import JobSpec
+from batchgen.core.jobs import JobSpec, KeyMaker, job_key
 from batchgen.core.layers import Layer
 from batchgen.core.manifest import RESERVED_FIELDS as RESERVED
 from batchgen.core.manifest import Manifest
 from batchgen.core.models import ModelInfo
 from batchgen.core.problems import ProblemList, did_you_mean
-from batchgen.core.templates import TemplateError, parse_template
+from batchgen.core.templates import Template, TemplateError, parse_template
 from batchgen.errors import Problem
 
 
@@ -61,7 +66,9 @@ def count_jobs(manifest: Manifest) -> int:
 
 def expand(manifest: Manifest, models: Mapping[str, ModelInfo]) -> Expansion:
     """Make every job of the manifest; `models` supplies schemas (missing entries fall back as described above)."""
-    return _Expander(manifest, models).run()
+    expander = Expander(manifest, models)
+    jobs = tuple(expander)
+    return Expansion(jobs, expander.problems(), expander.warnings())
 
 
 def _repeat_of(layer: Layer) -> int:
@@ -69,28 +76,58 @@ def _repeat_of(layer: Layer) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
 
 
-class _Expander:
+_UNSEEN = object()  # a shape not met yet
+SHARED_LIMIT = 65_536  # shared variables and rendered texts remembered at once (a cache, so bounded)
+_COMBINATIONS = "combinations"  # the shape of every defaults x matrix x zip stack: the same layers, the same fields
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What every stack of one shape shares: the same field names from the same layers, so the same split."""
+
+    params: tuple[str, ...]
+    variables: tuple[str, ...]
+    origin_layer: int  # the layer whose `prompt` locates the job; -1 (no prompt): the last layer's line
+    params_are_entry: bool  # the parameters are the last layer's fields, all of them: its dict is shared, not copied
+    keys: KeyMaker  # job keys of this model with these parameter names
+
+
+class Expander:
+    """The jobs of a manifest, made one at a time as it is iterated (once); `problems()` and `warnings()` are
+    complete when the iteration is."""
+
     def __init__(self, manifest: Manifest, models: Mapping[str, ModelInfo]) -> None:
         self.manifest = manifest
         self.models = models
-        self.problems = ProblemList()
-        self.warnings: dict[str, None] = {}
+        self.problems_found = ProblemList()
+        self.warnings_found: dict[str, None] = {}
         self.seen: dict[str, str] = {}  # job key -> origin of its first occurrence
-        self.jobs: list[ExpandedJob] = []
+        self.models_used: dict[str, None] = {}
         self.unused_reported: set[tuple[str, str]] = set()
         self.defaults_used: set[str] = set()
+        # (model, shape) -> how its stacks split; None when the split depends on values and is made job by job
+        self.shapes: dict[tuple[str, Hashable], _Shape | None] = {}
+        # Keyed by the ids of values held by the manifest's layers, which live as long as this expander does.
+        self.shared_variables: dict[tuple[Hashable, ...], dict[str, Any]] = {}
+        self.rendered: dict[tuple[Hashable, ...], str] = {}
+        self.no_variables: dict[str, Any] = {}
 
-    def run(self) -> Expansion:
-        for layers, repeat in self.stacks():
-            self.make(layers, repeat)
+    def __iter__(self) -> Iterator[ExpandedJob]:
+        for layers, repeat, shape in self.stacks():
+            yield from self.make(layers, repeat, shape)
         self.check_unused_defaults()
-        return Expansion(tuple(self.jobs), self.problems.as_list(), list(self.warnings))
+
+    def problems(self) -> list[Problem]:
+        """The problems found so far (all of them once the jobs have been iterated)."""
+        return self.problems_found.as_list()
+
+    def warnings(self) -> list[str]:
+        """The warnings found so far, in order, each once."""
+        return list(self.warnings_found)
 
     def check_unused_defaults(self) -> None:
         """A default that no job sends and no template uses is most likely a misspelt parameter."""
-        known = [
-            self.models[job_model] for job_model in {job.spec.model for job in self.jobs} if job_model in self.models
-        ]
+        known = [self.models[job_model] for job_model in self.models_used if job_model in self.models]
         if not known or any(info.request_schema is None for info in known):
             return
         defaults = self.manifest.defaults
@@ -106,50 +143,100 @@ class _Expander:
             where = defaults.origin_of(name)
             close = did_you_mean(name, properties)
             if close:
-                self.problems.add(where, f"`{name}` is not a parameter of any model in this manifest", close)
+                self.problems_found.add(where, f"`{name}` is not a parameter of any model in this manifest", close)
             else:
-                self.warnings[f"{where}: `{name}` is not a parameter of any model in this manifest; it is not sent"] = (
-                    None
-                )
+                self.warnings_found[
+                    f"{where}: `{name}` is not a parameter of any model in this manifest; it is not sent"
+                ] = None
 
-    def stacks(self) -> Iterator[tuple[tuple[Layer, ...], int]]:
+    def stacks(self) -> Iterator[tuple[tuple[Layer, ...], int, Hashable]]:
+        """Each stack of layers, how many samples it asks for, and its shape (stacks of one shape split alike)."""
         manifest = self.manifest
         defaults = (manifest.defaults,)
         if manifest.has_combinations:
             zipped: tuple[tuple[Layer, ...], ...] = tuple((layer,) for layer in manifest.zipped) or ((),)
             for choice in itertools.product(*manifest.matrix):
                 for zip_layer in zipped:
-                    yield (*defaults, *choice, *zip_layer), manifest.repeat
+                    yield (*defaults, *choice, *zip_layer), manifest.repeat, _COMBINATIONS
         for layer in (*manifest.jobs, *manifest.rows):
-            yield (*defaults, layer), _repeat_of(layer)
+            # an entry's shape is its field names, in order: rows of one file nearly always share one
+            yield (*defaults, layer), _repeat_of(layer), tuple(layer.values)
 
-    def make(self, layers: tuple[Layer, ...], repeat: int) -> None:
+    def make(self, layers: tuple[Layer, ...], repeat: int, shape_key: Hashable) -> list[ExpandedJob]:
         fields: dict[str, Any] = {}
         for layer in layers:
             fields.update(layer.values)
         fields.pop("repeat", None)
         model = fields.pop("model", None)
-        origin = _origin(layers, "prompt")
         if not isinstance(model, str):
             hint = "set `model` at the top level, as a matrix axis, or in the entry"
-            self.problems.add(origin, "this job has no model", hint, group="no model")
-            return
-        params, variables = self.split(model, fields, layers)
-        if not self.render(params, fields, layers):
-            return
+            self.problems_found.add(_origin(layers, "prompt"), "this job has no model", hint, group="no model")
+            return []
+        shape = self.shapes.get((model, shape_key), _UNSEEN)
+        params: Mapping[str, Any]
+        if isinstance(shape, _Shape):
+            params = layers[-1].values if shape.params_are_entry else {name: fields[name] for name in shape.params}
+            variables = self.share_variables(shape.variables, fields)
+        else:
+            params, variables = self.split(model, fields, layers)
+            if shape is _UNSEEN:
+                shape = self.shapes[(model, shape_key)] = self.shape_of(model, params, variables, layers)
+        if isinstance(shape, _Shape):
+            origin = layers[shape.origin_layer].origin_of("prompt") if shape.origin_layer >= 0 else layers[-1].origin
+        else:
+            origin = _origin(layers, "prompt")
+        rendered = self.render(params, fields, layers)
+        if rendered is None:
+            return []
+        jobs = []
         for index in range(repeat):
-            spec = JobSpec(model=model, params=params, repeat=index, variables=variables, origin=origin)
-            first = self.seen.get(spec.key)
+            key = shape.keys.key(rendered, index) if isinstance(shape, _Shape) else job_key(model, rendered, index)
+            first = self.seen.get(key)
             if first is not None:
-                self.problems.add(
+                self.problems_found.add(
                     origin,
-                    f"this job is the very same request as the job from {first} (key {spec.key})",
+                    f"this job is the very same request as the job from {first} (key {key})",
                     "remove one, or ask for more samples with `repeat`",
                     group="duplicate job",
                 )
                 continue
-            self.seen[spec.key] = origin
-            self.jobs.append(ExpandedJob(spec, layers))
+            self.seen[key] = origin
+            jobs.append(ExpandedJob(JobSpec(model, rendered, index, variables, origin, key), layers))
+        if jobs:
+            self.models_used[model] = None
+        return jobs
+
+    def shape_of(
+        self, model: str, params: dict[str, Any], variables: dict[str, Any], layers: tuple[Layer, ...]
+    ) -> _Shape | None:
+        """How every stack shaped like this one splits, or None when that depends on the values (a field kept
+        only because a template uses it; a model whose schema is unknown)."""
+        info = self.models.get(model)
+        if info is None or info.request_schema is None:
+            return None
+        later = layers[1:]
+        for name in layers[0].values:
+            if name in RESERVED or info.is_param(name) or any(name in layer.values for layer in later):
+                continue
+            return None  # a default this model does not take: kept or not as the templates of each job say
+        origin_layer = next((i for i in range(len(layers) - 1, -1, -1) if "prompt" in layers[i].values), -1)
+        last = layers[-1].values
+        names = tuple(params)
+        entry = len(layers) > 1 and names == tuple(last)
+        return _Shape(names, tuple(variables), origin_layer, entry, KeyMaker(model, names))
+
+    def share_variables(self, names: tuple[str, ...], fields: Mapping[str, Any]) -> dict[str, Any]:
+        """The variables of a job: one dict for every job whose variables are the very same values."""
+        if not names:
+            return self.no_variables
+        values = tuple(map(fields.__getitem__, names))
+        key = (names, *map(id, values))
+        found = self.shared_variables.get(key)
+        if found is None:
+            if len(self.shared_variables) >= SHARED_LIMIT:
+                self.shared_variables.clear()
+            found = self.shared_variables[key] = dict(zip(names, values, strict=True))
+        return found
 
     def split(
         self, model: str, fields: dict[str, Any], layers: tuple[Layer, ...]
@@ -158,7 +245,7 @@ class _Expander:
         if info is None or info.request_schema is None:
             referenced = _referenced_names(fields)
             if referenced:
-                self.warnings[
+                self.warnings_found[
                     f"{model}: schema unknown, so template variables ({', '.join(sorted(referenced))}) were kept "
                     "out of the request and every other field was sent; job keys may change once the schema is known"
                 ] = None
@@ -197,35 +284,56 @@ class _Expander:
         close = did_you_mean(name, info.properties)
         where = _origin(layers, name)
         if close:
-            self.problems.add(where, f"`{name}` is not a parameter of {model}", close)
+            self.problems_found.add(where, f"`{name}` is not a parameter of {model}", close)
         elif name not in _referenced_names(fields):
-            self.warnings[f"{where}: `{name}` is not a parameter of {model}; it is kept as a variable and not sent"] = (
-                None
-            )
+            self.warnings_found[
+                f"{where}: `{name}` is not a parameter of {model}; it is kept as a variable and not sent"
+            ] = None
 
-    def render(self, params: dict[str, Any], fields: Mapping[str, Any], layers: tuple[Layer, ...]) -> bool:
+    def render(
+        self, params: Mapping[str, Any], fields: Mapping[str, Any], layers: tuple[Layer, ...]
+    ) -> Mapping[str, Any] | None:
+        """The parameters with their templates filled in (`params` itself when none has one), or None when a
+        template cannot be filled; `params` is never changed (it may be a layer's own dict)."""
         ok = True
+        rendered: dict[str, Any] | None = None
         for name, value in params.items():
             if not isinstance(value, str) or ("{" not in value and "}" not in value):
                 continue
-            where = _origin(layers, name)
             try:
                 template = parse_template(value)
             except TemplateError as error:
-                self.problems.add(where, f"in `{name}`: {error}", group=f"template {name} {error}")
+                where = _origin(layers, name)
+                self.problems_found.add(where, f"in `{name}`: {error}", group=f"template {name} {error}")
                 ok = False
                 continue
-            missing = [variable for variable in template.names if variable not in fields]
+            missing = [] if fields.keys() >= template.name_set else [v for v in template.names if v not in fields]
             for variable in missing:
                 hint = (
                     did_you_mean(variable, fields) or "define it in `params`, a matrix/zip list, the entry or a column"
                 )
-                self.problems.add(where, f"`{name}` uses `{{{variable}}}`, which is not defined for this job", hint)
+                self.problems_found.add(
+                    _origin(layers, name), f"`{name}` uses `{{{variable}}}`, which is not defined for this job", hint
+                )
             if missing:
                 ok = False
                 continue
-            params[name] = template.render(fields)
-        return ok
+            if rendered is None:
+                rendered = dict(params)
+            rendered[name] = self.fill(value, template, fields)
+        if not ok:
+            return None
+        return params if rendered is None else rendered
+
+    def fill(self, text: str, template: Template, fields: Mapping[str, Any]) -> str:
+        """The template filled in: one string for every job whose variables are the very same values."""
+        key = (text, *map(id, map(fields.__getitem__, template.names)))
+        found = self.rendered.get(key)
+        if found is None:
+            if len(self.rendered) >= SHARED_LIMIT:
+                self.rendered.clear()
+            found = self.rendered[key] = template.render(fields)
+        return found
 
 
 def _origin(layers: tuple[Layer, ...], name: str) -> str:
