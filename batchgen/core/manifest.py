@@ -38,6 +38,8 @@ OUTPUT_KEYS = ("dir", "oxen_repo")
 _ALIASES = {"out_dir": "output", "outdir": "output", "out": "output", "parameters": "params", "samples": "repeat"}
 # Fields that are not request parameters: the model is the request's `model`, repeat is a count of samples.
 RESERVED_FIELDS = frozenset({"model", "repeat"})
+# The fields `_Reader.check_field` has something to say about.
+_FIELDS_WITH_A_MEANING = frozenset({"model", "repeat", "num_generations"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,8 +303,9 @@ class _Reader:
         layers, problems = read_rows(source, self.read_text)
         self.problems.extend(problems)
         for layer in layers:
-            for key, item in layer.values.items():
-                self.check_field(key, item, layer.origin, allow_repeat=True)
+            if not _FIELDS_WITH_A_MEANING.isdisjoint(layer.values):  # a million rows: most have none of them
+                for key, item in layer.values.items():
+                    self.check_field(key, item, layer.origin, allow_repeat=True)
         return layers
 
     def rows_source(self, value: Any) -> RowsSource | None:

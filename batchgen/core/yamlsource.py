@@ -7,7 +7,7 @@ can point at `file:line`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ import yaml
 from batchgen.errors import Problem
 
 Path_ = tuple[str | int, ...]  # a path into the document: mapping keys and sequence indexes
+_C_LOADER: Any = getattr(yaml, "CSafeLoader", None)  # present when PyYAML was built with libyaml
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,38 @@ def parse_yaml(text: str, filename: str) -> tuple[LocatedDocument, list[Problem]
     def syntax_error(line: int, message: str) -> YamlSyntaxError:
         return YamlSyntaxError(Problem(f"{filename}:{line}", f"YAML syntax error: {message}"))
 
+    fast = _composed_by_libyaml(text)
+    if fast is not None:
+        node, value = fast
+    else:
+        node, value = _composed(text, filename, syntax_error)
+    lines: dict[Path_, int] = {}
+    key_lines: dict[Path_, int] = {}
+    problems: list[Problem] = []
+    if node is not None:
+        _walk(node, (), lines, key_lines, problems, filename, frozenset())
+    return LocatedDocument(filename, value, lines, key_lines), problems
+
+
+def _composed_by_libyaml(text: str) -> tuple[yaml.Node | None, Any] | None:
+    """The node tree and value by libyaml's parser (ten times faster on a long matrix), or None when PyYAML was
+    built without it or it refuses the text: then the pure-Python parser reads it and says what is wrong, in the
+    words and with the line it always has."""
+    if _C_LOADER is None or yaml.reader.Reader.NON_PRINTABLE.search(text):
+        return None  # control characters: refused by the Python reader, with its message
+    loader = _C_LOADER(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    except Exception:
+        return None
+    finally:
+        loader.dispose()
+
+
+def _composed(
+    text: str, filename: str, syntax_error: Callable[[int, str], YamlSyntaxError]
+) -> tuple[yaml.Node | None, Any]:
     try:
         loader = yaml.SafeLoader(text)  # refuses control characters at once
     except yaml.reader.ReaderError as error:
@@ -87,12 +120,7 @@ def parse_yaml(text: str, filename: str) -> tuple[LocatedDocument, list[Problem]
         ) from None
     finally:
         loader.dispose()
-    lines: dict[Path_, int] = {}
-    key_lines: dict[Path_, int] = {}
-    problems: list[Problem] = []
-    if node is not None:
-        _walk(node, (), lines, key_lines, problems, filename, frozenset())
-    return LocatedDocument(filename, value, lines, key_lines), problems
+    return node, value
 
 
 def _unconstructable(root: yaml.Node) -> yaml.ScalarNode | None:
