@@ -1,22 +1,24 @@
 """The plan: every job of a manifest with its estimated cost, every problem found, and the budget verdict.
 
-`build_plan` is pure: the engine (engine/planning.py) fetches model entries and image headers, then calls it.
+`build_plan` and `draft_plan` are pure: the engine (engine/planning.py) fetches model entries and image headers.
+`draft_plan` expands, validates and prices a job at a time, so a million-job plan holds each job once, as the
+PlannedJob the run needs, and no list of expanded jobs beside it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from batchgen.core.expansion import Expansion
-from batchgen.core.jobs import JobSpec
+from batchgen.core.expansion import ExpandedJob, Expander, Expansion
+from batchgen.core.jobs import JobSpec, exact_key
 from batchgen.core.manifest import Manifest
 from batchgen.core.models import MediaType, ModelInfo
-from batchgen.core.pricing import PriceList
-from batchgen.core.problems import ProblemList, did_you_mean
-from batchgen.core.validation import ImageProbe, check_jobs
+from batchgen.core.pricing import PRICE_NAMES, Estimate, PriceList
+from batchgen.core.problems import SHOWN_PER_GROUP, ProblemList, did_you_mean
+from batchgen.core.validation import FieldProblem, ImageProbe, JobChecker, SchemaChecker
 from batchgen.errors import BudgetError, ManifestError, Problem
 
 
@@ -114,61 +116,196 @@ def build_plan(
     max_cost: float | None = None,
 ) -> Plan:
     """Validate and price an expansion; collects every problem instead of stopping at the first."""
-    problems = ProblemList()
-    problems.extend(expansion.problems)
-    warnings = dict.fromkeys(expansion.warnings)
-    first_job_of: dict[str, int] = {}
-    for index, job in enumerate(expansion.jobs):
-        first_job_of.setdefault(job.spec.model, index)
-    for model_id, known in registry.unknown.items():
-        first = first_job_of.get(model_id)
-        where = expansion.jobs[first].origin_of("model") if first is not None else str(manifest.path)
-        problems.add(where, f"unknown model `{model_id}`", did_you_mean(model_id, known) or "see GET /api/ai/models")
-    for model_id, why in registry.unavailable.items():
-        warnings[f"{model_id}: {why}; its jobs were not validated and not priced"] = None
-    for warning in check_jobs(expansion.jobs, registry.models, probes, problems):
-        warnings[warning] = None
-
-    price_lists = {model_id: PriceList(info) for model_id, info in registry.models.items()}
-    total = Decimal(0)
-    unpriced: dict[str, int] = {}
-    planned: list[PlannedJob] = []
+    draft = PlanDraft(manifest, registry)
     for job in expansion.jobs:
-        info = registry.models.get(job.spec.model)
-        cost: Decimal | None = None
-        if info is not None:
-            estimate = price_lists[info.id].estimate(job.spec.params)
-            cost = estimate.cost
-            reason = estimate.reason
-        else:
-            reason = f"{job.spec.model}: no registry entry"
-        if cost is None:
-            unpriced[reason] = unpriced.get(reason, 0) + 1
-        else:
-            total += cost
-        media: MediaType = info.media_type if info is not None else "video"
-        planned.append(PlannedJob(job.spec, float(cost) if cost is not None else None, media))
-    for reason, count in unpriced.items():
-        warnings[f"price unknown for {count} job(s): {reason}"] = None
+        draft.add(job)
+    draft.note_expansion(expansion.problems, expansion.warnings)
+    return draft.finish(probes, max_cost=max_cost)
 
-    budgets = [value for value in (manifest.settings.budget, max_cost) if value is not None]
-    budget = min(budgets) if budgets else None
-    unpriced_jobs = sum(unpriced.values())
-    if budget is not None and unpriced_jobs:
-        warnings[f"the budget can only be checked against the {len(planned) - unpriced_jobs} priced jobs"] = None
-    validated = bool(planned) and all(
-        (info := registry.models.get(job.spec.model)) is not None and info.request_schema is not None for job in planned
-    )
-    return Plan(
-        manifest=manifest,
-        jobs=tuple(planned),
-        models=dict(registry.models),
-        problems=tuple(problems.as_list()),
-        warnings=tuple(warnings),
-        total_cost=float(total),
-        total_cost_exact=total,
-        validated=validated,
-        priced=unpriced_jobs == 0,
-        budget=budget,
-        unpriced_jobs=unpriced_jobs,
-    )
+
+def draft_plan(manifest: Manifest, registry: RegistryView) -> PlanDraft:
+    """Expand, validate and price in one pass, one job at a time: a job is kept only as its PlannedJob (except
+    those that wait for an image's size). Finish it with the probes of `draft.images_to_probe`."""
+    expander = Expander(manifest, registry.models)
+    draft = PlanDraft(manifest, registry)
+    for job in expander:
+        draft.add(job)
+    draft.note_expansion(expander.problems(), expander.warnings())
+    return draft
+
+
+class _Findings:
+    """Problems kept as a ProblemList keeps them (a few shown per group, the rest counted), to be replayed, in
+    order, after the ones that must come first (the expansion's, unknown models)."""
+
+    def __init__(self, shown_per_group: int = SHOWN_PER_GROUP) -> None:
+        self.shown_per_group = shown_per_group
+        self.shown: list[tuple[Problem, str]] = []
+        self.counts: dict[str, int] = {}
+
+    def add(self, where: str, message: str, hint: str = "", *, group: str | None = None) -> None:
+        group = message if group is None else group
+        count = self.counts[group] = self.counts.get(group, 0) + 1
+        if count <= self.shown_per_group:
+            self.shown.append((Problem(where, message, hint), group))
+
+    def replay(self, problems: ProblemList) -> None:
+        for problem, group in self.shown:
+            problems.add(problem.where, problem.message, problem.hint, group=group)
+        for group, count in self.counts.items():
+            for _ in range(count - min(count, self.shown_per_group)):
+                problems.add("", group, group=group)  # counted only: past the cap, nothing more is shown
+
+
+@dataclass(slots=True)
+class _ModelVerdicts:
+    """What a plan knows of one model: its schema checker, prices and output kind, and the verdicts reached."""
+
+    checker: SchemaChecker | None
+    prices: PriceList | None
+    media: MediaType
+    # free-string parameters that change no price: any two of their strings get one verdict (the prompt)
+    masked: frozenset[str]
+    verdicts: dict[tuple[Hashable, ...], tuple[tuple[FieldProblem, ...], Estimate | None]] = field(default_factory=dict)
+
+
+VERDICTS_KEPT = 65_536  # per model; a parameter unique to each job (a seed) would otherwise keep them all
+
+
+class PlanDraft:
+    """A plan made one job at a time: each job is validated and priced as it comes and kept as a PlannedJob.
+
+    A job's schema verdict and price are looked up by its parameters less the strings no schema tells apart
+    (the prompt): a million jobs of a dozen distinct settings are checked and priced a dozen times.
+    A Sora job whose `input_image` must be fetched to be checked cannot be finished before the fetch: from the
+    first such job on, jobs are held in order (`images_to_probe` lists what to fetch) and finished by `finish`.
+    """
+
+    def __init__(self, manifest: Manifest, registry: RegistryView) -> None:
+        self.manifest = manifest
+        self.registry = registry
+        self.findings = _Findings()
+        self.checker = JobChecker(registry.models, self.findings)
+        self.by_model: dict[str, _ModelVerdicts] = {}
+        self.planned: list[PlannedJob] = []
+        self.total = Decimal(0)
+        self.unpriced: dict[str, int] = {}
+        self.first_origin: dict[str, str] = {}  # model -> where its first job names it
+        self.held: list[ExpandedJob] | None = None
+        self.images_to_probe: set[str] = set()
+        self.expansion_problems: list[Problem] = []
+        self.expansion_warnings: list[str] = []
+
+    def add(self, job: ExpandedJob) -> None:
+        """Validate and price one job (or hold it until the images are probed)."""
+        model = job.spec.model
+        if model not in self.first_origin:
+            self.first_origin[model] = job.origin_of("model")
+        if "input_image" in job.spec.params:
+            url = self.checker.image_to_fetch(job)
+            if url is not None:
+                self.images_to_probe.add(url)
+                if self.held is None:
+                    self.held = []
+        if self.held is not None:
+            self.held.append(job)
+        else:
+            self._settle(job)
+
+    def note_expansion(self, problems: list[Problem], warnings: list[str]) -> None:
+        """What expansion found: shown before everything the plan finds."""
+        self.expansion_problems = problems
+        self.expansion_warnings = warnings
+
+    def _model(self, model_id: str) -> _ModelVerdicts:
+        info = self.registry.models.get(model_id)
+        checker = self.checker.schema_checker(model_id)
+        masked = checker.free_strings - PRICE_NAMES if checker is not None else frozenset()
+        prices = PriceList(info) if info is not None else None
+        entry = self.by_model[model_id] = _ModelVerdicts(
+            checker, prices, info.media_type if info is not None else "video", masked
+        )
+        return entry
+
+    def _settle(self, job: ExpandedJob) -> None:
+        spec = job.spec
+        params = spec.params
+        entry = self.by_model.get(spec.model) or self._model(spec.model)
+        masked = entry.masked
+        parts: list[Hashable] = []
+        for name, value in params.items():
+            parts.append(name)
+            if value.__class__ is str:
+                parts.append("" if name in masked else value)
+            else:
+                parts.append(exact_key(value))
+        key = tuple(parts)
+        verdict = entry.verdicts.get(key)
+        if verdict is None:
+            found = entry.checker.check(params) if entry.checker is not None else ()
+            estimate = entry.prices.estimate(params) if entry.prices is not None else None
+            if len(entry.verdicts) >= VERDICTS_KEPT:
+                entry.verdicts.clear()
+            verdict = entry.verdicts[key] = (found, estimate)
+        found, estimate = verdict
+        if found:
+            self.checker.locate(job, found)
+        if entry.checker is not None and entry.checker.sora and "input_image" in params:
+            self.checker.check_first_frame(job, entry.checker.model)
+        if estimate is None:
+            reason = f"{spec.model}: no registry entry"
+            self.unpriced[reason] = self.unpriced.get(reason, 0) + 1
+            usd = None
+        else:
+            usd = estimate.usd
+            if estimate.cost is None:
+                self.unpriced[estimate.reason] = self.unpriced.get(estimate.reason, 0) + 1
+            else:
+                self.total += estimate.cost
+        self.planned.append(PlannedJob(spec, usd, entry.media))
+
+    def finish(self, probes: Mapping[str, ImageProbe], *, max_cost: float | None = None) -> Plan:
+        """The plan, once the images it asked for are probed (an image missing from `probes` is not checked)."""
+        self.checker.probes = probes
+        for job in self.held or ():
+            self._settle(job)
+        self.held = None
+        manifest, registry = self.manifest, self.registry
+        problems = ProblemList()
+        problems.extend(self.expansion_problems)
+        warnings = dict.fromkeys(self.expansion_warnings)
+        for model_id, known in registry.unknown.items():
+            where = self.first_origin.get(model_id, str(manifest.path))
+            hint = did_you_mean(model_id, known) or "see GET /api/ai/models"
+            problems.add(where, f"unknown model `{model_id}`", hint)
+        for model_id, why in registry.unavailable.items():
+            warnings[f"{model_id}: {why}; its jobs were not validated and not priced"] = None
+        self.findings.replay(problems)
+        warnings.update(self.checker.warnings)
+        for reason, count in self.unpriced.items():
+            warnings[f"price unknown for {count} job(s): {reason}"] = None
+
+        planned = self.planned
+        budgets = [value for value in (manifest.settings.budget, max_cost) if value is not None]
+        budget = min(budgets) if budgets else None
+        unpriced_jobs = sum(self.unpriced.values())
+        if budget is not None and unpriced_jobs:
+            warnings[f"the budget can only be checked against the {len(planned) - unpriced_jobs} priced jobs"] = None
+        models = registry.models
+        validated = bool(planned) and all(
+            (info := models.get(model_id)) is not None and info.request_schema is not None
+            for model_id in self.first_origin
+        )
+        return Plan(
+            manifest=manifest,
+            jobs=tuple(planned),
+            models=dict(models),
+            problems=tuple(problems.as_list()),
+            warnings=tuple(warnings),
+            total_cost=float(self.total),
+            total_cost_exact=self.total,
+            validated=validated,
+            priced=unpriced_jobs == 0,
+            budget=budget,
+            unpriced_jobs=unpriced_jobs,
+        )
