@@ -21,10 +21,11 @@ from batchgen.cli.options import (
     existing_store,
     settings,
 )
-from batchgen.core.export import export_columns_of, write_csv, write_jsonl
+from batchgen.core.export import write_csv, write_jsonl
 from batchgen.core.jobs import JobRow, JobStatus
 from batchgen.core.report import relative_href, render_report
 from batchgen.engine.cancel import cancel_run
+from batchgen.engine.job_stream import write_export
 from batchgen.engine.outputs import write_atomically
 from batchgen.engine.oxen_repo import commit_run
 from batchgen.engine.unused import fetch_unused
@@ -212,15 +213,15 @@ def export_command(
     with existing_store(db) as store:
         info = store.get_run(run)
         name = info.name
-        money, unused = store.money(info.id), store.unused_generations(info.id)
+        overview = store.overview(info.id)  # money and the unused in one read over indexes: any size
+        money, unused = overview.money, overview.unused
         done = commit_run(store, info, oxen_repo) if oxen_repo is not None else None
         if done is None or output is not None:  # with --oxen-repo alone the dataset was the export asked for
-            with store.job_row_stream(info.id) as jobs:
-                columns = export_columns_of(jobs.axis_names())  # a first pass; the rows then stream, none held
+            with store.job_row_stream(info.id) as jobs:  # the rows stream, none held
 
                 def write(out: TextIO) -> None:
                     nonlocal written
-                    written = writer(jobs.rows(), out, columns)
+                    written = write_export(jobs, writer, out, rewindable=not to_stdout)
 
                 if to_stdout:
                     write_stdout(write)

@@ -34,6 +34,7 @@ from batchgen.core.jobs import JobRow
 __all__ = [
     "HEAD_COLUMNS",
     "TAIL_COLUMNS",
+    "MissingColumnError",
     "cell_text",
     "export_columns",
     "export_columns_of",
@@ -74,6 +75,10 @@ AXIS_PREFIX = "param."
 _FORMULA_STARTS = frozenset("=+-@")
 _CONTROL_STARTS = frozenset("\t\r")
 _RISKY_STARTS = _FORMULA_STARTS | _CONTROL_STARTS  # or any space, which lstrip() would skip
+
+
+class MissingColumnError(ValueError):
+    """A row has a variable or parameter the columns given to a writer lack (they came from a guess)."""
 
 
 def _axis_column(name: str) -> str:
@@ -149,13 +154,14 @@ def _tail(row: JobRow) -> list[Any]:
 
 def export_record(row: JobRow, columns: Sequence[str]) -> dict[str, Any]:
     """One row as a dict over `columns` (from `export_columns`) holding exact values: JSON types for axes, ISO
-    `...Z` strings for times. An axis of the row that `columns` lacks is left out."""
+    `...Z` strings for times. MissingColumnError when the row has an axis `columns` lacks."""
     record: dict[str, Any] = dict.fromkeys(columns)
     record.update(job_key=row.job_key, run=row.run, model=row.model, prompt=row.prompt)
     for name, value in _axis_items(row):
         column = _axis_column(name)
-        if column in record:
-            record[column] = value
+        if column not in record:
+            raise MissingColumnError(f"job {row.job_key} has {name!r}, which the columns lack")
+        record[column] = value
     record.update(zip(TAIL_COLUMNS, _tail(row), strict=True))
     return record
 
@@ -167,19 +173,34 @@ def export_records(rows: Iterable[JobRow]) -> tuple[list[str], list[dict[str, An
     return columns, [export_record(row, columns) for row in materialised]
 
 
-def _plain_axes(columns: Sequence[str]) -> tuple[str, ...] | None:
+class _Axes(tuple[str, ...]):
+    """The axis columns, each named exactly as its variable or parameter, and the names a row may have."""
+
+    known: frozenset[str]
+
+
+def _plain_axes(columns: Sequence[str]) -> _Axes | None:
     """The axis columns, when each is named exactly as its variable or parameter; None when one is renamed
     (`param.status`), whose value then needs `export_record`'s careful merge."""
-    axes = tuple(columns[len(HEAD_COLUMNS) : len(columns) - len(TAIL_COLUMNS)])
-    renamed = any(c.startswith(AXIS_PREFIX) and c[len(AXIS_PREFIX) :] in _FIXED for c in axes)
-    return None if renamed else axes
+    axes = _Axes(columns[len(HEAD_COLUMNS) : len(columns) - len(TAIL_COLUMNS)])
+    if any(c.startswith(AXIS_PREFIX) and c[len(AXIS_PREFIX) :] in _FIXED for c in axes):
+        return None
+    axes.known = frozenset((*axes, "prompt"))
+    return axes
 
 
-def _values(row: JobRow, columns: Sequence[str], axes: tuple[str, ...] | None) -> list[Any]:
+def _check(row: JobRow, axes: _Axes) -> None:
+    if not (axes.known.issuperset(row.params) and axes.known.issuperset(row.variables)):
+        missing = sorted((set(row.params) | set(row.variables)) - axes.known)
+        raise MissingColumnError(f"job {row.job_key} has {', '.join(missing)}, which the columns lack")
+
+
+def _values(row: JobRow, columns: Sequence[str], axes: _Axes | None) -> list[Any]:
     """`export_record(row, columns)`'s values, in column order, built without the dict when `axes` allows: the
     export's inner loop, run a million times."""
     if axes is None:
         return list(export_record(row, columns).values())
+    _check(row, axes)
     params, variables = row.params, row.variables  # a parameter wins over a same-named variable
     cells = [params[name] if name in params else variables.get(name) for name in axes]
     return [row.job_key, row.run, row.model, row.prompt, *cells, *_tail(row)]
@@ -214,11 +235,12 @@ def _csv_cell(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def _csv_row(row: JobRow, columns: Sequence[str], axes: tuple[str, ...] | None) -> list[str]:
-    """`[_csv_cell(v) for v in _values(row, columns, axes)]`, with the cells whose type the store fixes (counts,
-    statuses, times) written directly: the CSV export's inner loop."""
+def _csv_row(row: JobRow, columns: Sequence[str], axes: _Axes | None) -> list[str]:
+    """`[_csv_cell(v) for v in _values(row, columns, axes)]`, without the list in between: the CSV export's inner
+    loop."""
     if axes is None:
         return [_csv_cell(value) for value in _values(row, columns, axes)]
+    _check(row, axes)
     cell = _csv_cell
     params, variables = row.params, row.variables
     enqueued, started, completed = row.enqueued_at, row.started_at, row.completed_at
@@ -227,9 +249,18 @@ def _csv_row(row: JobRow, columns: Sequence[str], axes: tuple[str, ...] | None) 
         *[cell(params[name] if name in params else variables.get(name)) for name in axes],
         cell(row.repeat), cell(str(row.status)), cell(row.generation_id), cell(row.result_url), cell(row.output_path),
         cell(row.sha256), cell(row.bytes), cell(row.estimated_cost), cell(row.cost), cell(row.error_class),
-        cell(row.error), cell(row.attempts), cell(_iso(enqueued)), cell(_iso(started)), cell(_iso(completed)),
+        cell(row.error), cell(row.attempts), _time_cell(enqueued), _time_cell(started), _time_cell(completed),
         cell(_seconds(enqueued, started)), cell(_seconds(started, completed)), cell(row.downloaded_by),
     ]  # fmt: skip
+
+
+def _time_cell(value: Any) -> str:
+    """A time's cell: the ISO text of a UTC datetime starts with its year, which no spreadsheet runs."""
+    if value is None:
+        return ""
+    if type(value) is datetime and value.tzinfo is UTC:
+        return value.isoformat()[:-6] + "Z"
+    return _csv_cell(_iso(value))
 
 
 def _columns(rows: Iterable[JobRow], columns: Sequence[str] | None) -> tuple[Iterable[JobRow], Sequence[str]]:
@@ -242,8 +273,8 @@ def _columns(rows: Iterable[JobRow], columns: Sequence[str] | None) -> tuple[Ite
 def write_csv(rows: Iterable[JobRow], out: TextIO, columns: Sequence[str] | None = None) -> int:
     """Write a header and one CSV row per job to `out` (open it with newline=""); return the number of rows.
 
-    With `columns` (from `export_columns_of`), rows are written as they come, none held; without, they are all
-    read first to find the columns. Text cells a spreadsheet would run as formulas get a leading `'`; non-string
+    With `columns` (from `export_columns_of`), rows are written as they come, none held (MissingColumnError for a
+    row with an axis they lack); without, they are all read first to find the columns. Text cells a spreadsheet would run as formulas get a leading `'`; non-string
     parameter values are compact JSON.
     """
     rows, columns = _columns(rows, columns)

@@ -9,18 +9,18 @@ the passes cannot bring an axis the header lacks. Rows come `PAGE` at a time (a 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import Connection, Engine, String, select, type_coerce
 
-from batchgen.core.export import row_axis_names
+from batchgen.core.export import MissingColumnError, export_columns_of, row_axis_names
 from batchgen.core.jobs import JobRow, JobStatus
 from batchgen.engine.ledger import JOBS
 
-__all__ = ["PAGE", "JobRowStream", "job_row_stream"]
+__all__ = ["PAGE", "JobRowStream", "job_row_stream", "write_export"]
 
 PAGE = 5_000
 _REMEMBERED = 4_096  # parsed JSON kept for jobs that share it; a bound, so memory stays flat at any size
@@ -55,17 +55,20 @@ class JobRowStream:
         self._db, self._run_id, self.run = db, run_id, run
         self._sqlite = db.dialect.name == "sqlite"
 
-    def _pages(self, *columns: Any) -> Iterator[Any]:
-        query = select(*columns).where(JOBS.c.run_id == self._run_id).order_by(JOBS.c.id)
+    def _pages(self, *columns: Any, limit: int | None = None) -> Iterator[Any]:
+        query = select(*columns).where(JOBS.c.run_id == self._run_id).order_by(JOBS.c.id).limit(limit)
         result = self._db.execution_options(yield_per=PAGE).execute(query)
-        for page in result.partitions():
-            yield from page
+        try:
+            for page in result.partitions():
+                yield from page
+        finally:
+            result.close()  # a pass left half-way (a short guess) closes its server-side cursor now
 
-    def axis_names(self) -> Iterator[tuple[str, ...]]:
-        """Each job's axis names (variables, then parameters), for the export's columns: the first pass. Jobs with
-        the same variables and parameters (repeats, a matrix's shared variables) are parsed once."""
+    def axis_names(self, limit: int | None = None) -> Iterator[tuple[str, ...]]:
+        """Each job's axis names (variables, then parameters), for the export's columns: the first pass (of the
+        first `limit` jobs only, for a guess). Jobs with the same variables and parameters are parsed once."""
         seen: dict[tuple[str, str], tuple[str, ...]] = {}
-        for variables, params in self._pages(JOBS.c.variables_json, JOBS.c.params_json):
+        for variables, params in self._pages(JOBS.c.variables_json, JOBS.c.params_json, limit=limit):
             names = seen.get((variables, params))
             if names is None:
                 if len(seen) >= _REMEMBERED:
@@ -73,7 +76,7 @@ class JobRowStream:
                 names = seen[variables, params] = tuple(row_axis_names(json.loads(variables), json.loads(params)))
             yield names
 
-    def rows(self) -> Iterator[JobRow]:
+    def rows(self) -> Generator[JobRow, None, None]:
         """Every job as an export row, one page in memory at a time."""
         c = JOBS.c
         times = [type_coerce(c[t], String) if self._sqlite else c[t] for t in _TIMES]
@@ -119,3 +122,24 @@ def job_row_stream(engine: Engine, run_id: int, run: str) -> Iterator[JobRowStre
             db = db.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
         with db.begin():
             yield JobRowStream(db, run_id, run)
+
+
+Writer = Callable[[Iterable[JobRow], TextIO, Sequence[str]], int]
+
+
+def write_export(jobs: JobRowStream, writer: Writer, out: TextIO, *, rewindable: bool, guess_from: int = PAGE) -> int:
+    """Write every job through `writer` (write_csv or write_jsonl) to `out`; return the count.
+
+    The columns need every job's axes before the first row. Into a file that can be rewound, they are guessed from
+    the first `guess_from` jobs and checked on every row as it is written; a job with an axis the guess lacks
+    starts the file over, from a full first pass. Most runs have the same axes throughout, so most exports read
+    the jobs once; stdout, which cannot be rewound, always gets the full first pass."""
+    if rewindable:
+        guess = export_columns_of(jobs.axis_names(limit=guess_from))
+        try:
+            with closing(jobs.rows()) as rows:
+                return writer(rows, out, guess)
+        except MissingColumnError:
+            out.seek(0)
+            out.truncate()
+    return writer(jobs.rows(), out, export_columns_of(jobs.axis_names()))

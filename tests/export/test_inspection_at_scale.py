@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, inspect
 
-from batchgen.core.export import export_columns_of, write_csv, write_jsonl
+from batchgen.core.export import MissingColumnError, export_columns_of, write_csv, write_jsonl
+from batchgen.engine.job_stream import write_export
 from batchgen.engine.store import GENERATIONS, JOBS, Store
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -149,3 +151,28 @@ def test_a_job_added_between_the_two_passes_is_not_in_the_export(store: Store) -
     with store.job_row_stream(run_id) as jobs:
         assert "mood" in export_columns_of(jobs.axis_names())
         assert "k099" in [row.job_key for row in jobs.rows()]
+
+
+@pytest.mark.parametrize("guess_from", [1, 7, 100])
+def test_a_guess_of_the_columns_is_checked_on_every_row_and_redone_when_short(store: Store, guess_from: int) -> None:
+    # the first job has no `style` (the last one has): from 1 job the guess is short and the file starts over
+    run_id = _fill(store)
+    whole = store.job_rows(run_id)
+    expected = io.StringIO(newline="")
+    write_csv(whole, expected)
+    for writer in (write_csv, write_jsonl):
+        with store.job_row_stream(run_id) as jobs:
+            out = io.StringIO(newline="")  # a short guess fails at the last job: the start over must drop the rest
+            assert write_export(jobs, writer, out, rewindable=True, guess_from=guess_from) == len(whole)
+        plain = io.StringIO(newline="")
+        writer(whole, plain)
+        assert out.getvalue() == plain.getvalue()
+    assert '"style"' not in json.dumps(export_columns_of([("subject",), ("seconds",)]))
+
+
+def test_a_row_with_an_axis_the_columns_lack_is_refused_not_cut(store: Store) -> None:
+    run_id = _fill(store)
+    with store.job_row_stream(run_id) as jobs:
+        short = export_columns_of(jobs.axis_names(limit=1))
+        with pytest.raises(MissingColumnError, match="style"), closing(jobs.rows()) as rows:
+            write_csv(rows, io.StringIO(newline=""), short)
