@@ -75,3 +75,35 @@ def test_money_audit_smoke_every_finding_is_charged_once_per_job(money_audit: Mo
     assert all(r.fired and r.charged == r.succeeded > 0 and r.unused == 0 for r in rows)
     budget = next(r for r in rows if r.finding == "7")
     assert budget.refused == 4 and budget.budget is not None and budget.charged_total <= budget.budget
+
+
+MILLION = BENCH.parent / "million.py"
+
+
+@pytest.fixture(scope="module")
+def million() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("million", MILLION)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["million"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.timeout(120)
+def test_million_smoke_times_every_command_in_a_fresh_process(million: ModuleType, tmp_path: Path) -> None:
+    # issue 15's inspection benchmark at 2,000 jobs and 200 cells: every figure is measured and sane (not fast)
+    from tests.export.devtools import chromium_executable
+    from tests.kit import require
+
+    require(chromium_executable(), "chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    results = million.measure(tmp_path, 2_000, 200, 1)
+    timed = [results[k] for k in ("status", "status_json", "export_csv", "export_jsonl", "export_stdout", "report")]
+    assert all(0 < t.seconds < 60 and 10 < t.peak_mb < 1_000 for t in timed), timed
+    csv_, jsonl = results["export_csv"], results["export_jsonl"]
+    assert csv_.output_bytes > 2_000 * 100 and jsonl.output_bytes > csv_.output_bytes  # every row, keys per line
+    assert results["export_stdout"].output_bytes == csv_.output_bytes  # the same CSV, streamed to stdout
+    paint = results["paint"]
+    assert paint["cells"] > 0 and 0 < paint["fcp"] < 30_000 and 0 < paint["dcl"] <= paint["load"] < 30_000
+    text = million.table(results)
+    assert text.count("\n| ") == 7 and "2,000-job run" in text
