@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import anyio
 import typer
@@ -14,7 +14,7 @@ from rich.table import Table
 from batchgen import errors
 from batchgen.cli.app import app, stderr, stdout, styled, write_stdout
 from batchgen.cli.options import BaseUrlOption, DbOption, settings
-from batchgen.core.plan import Plan
+from batchgen.core.plan import Plan, job_json
 from batchgen.engine.planning import make_plan
 
 PLAN_ROWS_SHOWN = 40  # a 100,000-job table helps nobody; --json has every job
@@ -62,7 +62,7 @@ def plan_command(
     for warning in plan.warnings:
         stderr.print(styled("warning:", "yellow", f" {warning}"))
     if as_json:
-        _print_json(plan.to_json())
+        write_stdout(lambda out: write_plan_json(plan, out))
     else:
         _print_plan(plan, rows)
     plan.check()
@@ -72,6 +72,37 @@ def _print_json(data: Any) -> None:
     """Indented JSON on stdout, non-ASCII kept, dates as strings."""
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
     write_stdout(lambda out: out.write(text + "\n"))
+
+
+_ONE_LINE = json.JSONEncoder(ensure_ascii=False, default=str).encode  # C speed
+_INDENTED = json.JSONEncoder(indent=2, ensure_ascii=False, default=str).encode  # pure Python: only when nested
+
+
+def write_plan_json(plan: Plan, out: TextIO) -> None:
+    """`json.dumps(plan.to_json(), indent=2, ensure_ascii=False, default=str)` and a newline, byte for byte, but
+    written a job at a time: for a million jobs the whole text (340 MB) and its dicts took 3.8 GB and 33 s."""
+    head = json.dumps({**plan.summary_json(), "jobs": []}, indent=2, ensure_ascii=False, default=str)
+    if not plan.jobs:
+        out.write(head + "\n")
+        return
+    out.write(head.removesuffix("[]\n}") + "[")
+    separator = "\n"
+    for job in plan.jobs:
+        fields = ",\n".join(f"      {_ONE_LINE(name)}: {_nested(value, 3)}" for name, value in job_json(job).items())
+        out.write(f"{separator}    {{\n{fields}\n    }}")
+        separator = ",\n"
+    out.write("\n  ]\n}\n")
+
+
+def _nested(value: Any, depth: int) -> str:
+    """`value` as json.dumps(indent=2) writes it `depth` levels deep."""
+    if not isinstance(value, dict | list | tuple) or not value:
+        return _ONE_LINE(value)
+    pad = "  " * (depth + 1)
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        fields = ",\n".join(f"{pad}{_ONE_LINE(key)}: {_nested(item, depth + 1)}" for key, item in value.items())
+        return f"{{\n{fields}\n{'  ' * depth}}}"
+    return _INDENTED(value).replace("\n", "\n" + "  " * depth)
 
 
 def _print_plan(plan: Plan, shown: int) -> None:

@@ -65,7 +65,7 @@ class Manifest:
     zipped: tuple[Layer, ...] = ()  # one layer per position of the zipped lists
     repeat: int = 1
     jobs: tuple[Layer, ...] = ()  # explicit `jobs` entries
-    rows: tuple[Layer, ...] = ()  # entries read from the `rows` file
+    rows: tuple[Layer, ...] = field(default=(), repr=False)  # entries read from the `rows` file (a million, maybe)
     has_combinations: bool = True  # whether defaults x matrix x zip is itself a source of jobs
     extra: Mapping[str, Any] = field(default_factory=dict)  # `description`, kept for display
 

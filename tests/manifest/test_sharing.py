@@ -209,3 +209,18 @@ def test_variables_shared_between_jobs_are_the_values_of_each_job(tmp_path: Path
     for job in jobs:
         variables = job.spec.variables
         assert job.spec.params["prompt"] == f"a {variables['animal']} for {variables['secs']}s"
+
+
+def test_plan_json_written_a_job_at_a_time_is_json_dumps_of_the_whole(tmp_path: Path) -> None:
+    import io
+
+    from batchgen.cli.plan import write_plan_json
+
+    lines: list[dict[str, Any]] = [
+        {"prompt": 'ox "é" 🐂\n', "seed": 1, "extra": [1, {"b": [], "a": {}}], "empty": {}, "none": None},
+        {"prompt": "yak", "seed": 2, "nested": {"z": [True, 1.5, "x"], "a": {"deep": ["é"]}}, "when": "2024"},
+    ]
+    for plan in (rows_plan(tmp_path, lines), plan_of(write(tmp_path, "model: flux-1-dev\njobs: []\n"))):
+        out = io.StringIO()
+        write_plan_json(plan, out)
+        assert out.getvalue() == json.dumps(plan.to_json(), indent=2, ensure_ascii=False, default=str) + "\n"
