@@ -13,8 +13,9 @@ need not hold them all (core/plan.py).
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +73,9 @@ def expand(manifest: Manifest, models: Mapping[str, ModelInfo]) -> Expansion:
 
 
 def _repeat_of(layer: Layer) -> int:
-    value = layer.values.get("repeat", 1)
+    if "repeat" not in layer.values:
+        return 1
+    value = layer.values["repeat"]
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
 
 
@@ -131,6 +134,8 @@ class Expander:
         if not known or any(info.request_schema is None for info in known):
             return
         defaults = self.manifest.defaults
+        if all(name in RESERVED or name in self.defaults_used for name in defaults.values):
+            return  # nothing to look for in every template (a million rows of them)
         properties = {name for info in known for name in info.properties}
         referenced = _referenced_names(defaults.values)
         for layer in (layer for axis in self.manifest.matrix for layer in axis):
@@ -181,16 +186,19 @@ class Expander:
             params, variables = self.split(model, fields, layers)
             if shape is _UNSEEN:
                 shape = self.shapes[(model, shape_key)] = self.shape_of(model, params, variables, layers)
+        make_key: Callable[[Mapping[str, Any], int], str]
         if isinstance(shape, _Shape):
             origin = layers[shape.origin_layer].origin_of("prompt") if shape.origin_layer >= 0 else layers[-1].origin
+            make_key = shape.keys.key
         else:
             origin = _origin(layers, "prompt")
+            make_key = functools.partial(job_key, model)
         rendered = self.render(params, fields, layers)
         if rendered is None:
             return []
         jobs = []
         for index in range(repeat):
-            key = shape.keys.key(rendered, index) if isinstance(shape, _Shape) else job_key(model, rendered, index)
+            key = make_key(rendered, index)
             first = self.seen.get(key)
             if first is not None:
                 self.problems_found.add(

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 KEY_LENGTH = 16
+_KEY_BYTES = KEY_LENGTH // 2  # the first 16 hex digits of the SHA-256 are its first 8 bytes
 
 
 class JobStatus(StrEnum):
@@ -86,7 +87,7 @@ def job_key(model: str, params: Mapping[str, Any], repeat: int) -> str:
     text = _encode_canonically(
         {"model": model, "params": params if type(params) is dict else dict(params), "repeat": repeat}
     )
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:KEY_LENGTH]
+    return hashlib.sha256(text.encode("utf-8")).digest()[:_KEY_BYTES].hex()
 
 
 class KeyMaker:
@@ -111,7 +112,7 @@ class KeyMaker:
         except (KeyError, TypeError):  # another name; a value that is not a string
             return job_key(self.model, params, repeat)
         text = f'{self.head}{body}}},"repeat":{int(repeat)}}}'
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:KEY_LENGTH]
+        return hashlib.sha256(text.encode("utf-8")).digest()[:_KEY_BYTES].hex()
 
 
 @dataclass(frozen=True, slots=True)

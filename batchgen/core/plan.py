@@ -212,7 +212,9 @@ class PlanDraft:
     def add(self, job: ExpandedJob) -> None:
         """Validate and price one job (or hold it until the images are probed)."""
         model = job.spec.model
-        if model not in self.first_origin:
+        entry = self.by_model.get(model)
+        if entry is None:
+            entry = self._model(model)
             self.first_origin[model] = job.origin_of("model")
         if "input_image" in job.spec.params:
             url = self.checker.image_to_fetch(job)
@@ -223,7 +225,7 @@ class PlanDraft:
         if self.held is not None:
             self.held.append(job)
         else:
-            self._settle(job)
+            self._settle(job, entry)
 
     def note_expansion(self, problems: list[Problem], warnings: list[str]) -> None:
         """What expansion found: shown before everything the plan finds."""
@@ -240,10 +242,9 @@ class PlanDraft:
         )
         return entry
 
-    def _settle(self, job: ExpandedJob) -> None:
+    def _settle(self, job: ExpandedJob, entry: _ModelVerdicts) -> None:
         spec = job.spec
         params = spec.params
-        entry = self.by_model.get(spec.model) or self._model(spec.model)
         masked = entry.masked
         parts: list[Hashable] = []
         for name, value in params.items():
@@ -281,7 +282,7 @@ class PlanDraft:
         """The plan, once the images it asked for are probed (an image missing from `probes` is not checked)."""
         self.checker.probes = probes
         for job in self.held or ():
-            self._settle(job)
+            self._settle(job, self.by_model[job.spec.model])
         self.held = None
         manifest, registry = self.manifest, self.registry
         problems = ProblemList()
