@@ -182,7 +182,7 @@ def m004_runners(db: Connection) -> None:
 @migration
 def m005_inspection_indexes(db: Connection) -> None:
     """`status` at 1,000,000 jobs (engine/overview.py): indexes that cover what it aggregates, so a count by status
-    or a sum of money reads index entries only, never the table rows (4.4 s -> well under 1 s)."""
+    or a sum of money reads index entries only, never the table rows (BENCHMARKS.md, "A million jobs")."""
     ddl(db, "CREATE INDEX ix_jobs_run_status ON jobs (run_id, status, error_class, estimated_cost, runner_id)")
     ddl(
         db,
