@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.core import export
-from batchgen.core.export import export_columns, write_csv, write_jsonl
+from batchgen.core.export import export_columns, export_record, neutralise, write_csv, write_jsonl
 from batchgen.core.jobs import JobRow, JobStatus
 
 from .rows import T0, MakeRow
@@ -195,3 +195,39 @@ def test_demo_run_exports_one_row_per_job_in_order(demo_rows: list[JobRow]) -> N
     assert export_columns(demo_rows)[4:8] == ["subject", "style", "seconds", "size"]
     assert records[0]["enqueued_at"].endswith("Z")
     assert all(datetime.fromisoformat(r["enqueued_at"]).tzinfo == UTC for r in records)
+
+
+AWKWARD = [
+    "plain", "", "=1+1", " =1", "\u00a0=cmd", "\u3000-2", "\t1", "\r1", "@a", "+a", "-a", "a,b", 'say "hi"', "two\nlines",
+    "é", "ß=", 0, -3, 2.5, -0.0, float("nan"), float("inf"), True, False, None, {"a": [1, "=x"]}, ["=", 2],
+]  # fmt: skip
+
+
+def _reference_cell(value: object) -> str:
+    """The CSV cell as the export documents it, the slow way."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return neutralise(value)
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+@pytest.mark.parametrize("value", AWKWARD, ids=repr)
+def test_streamed_csv_cells_are_the_documented_ones(make_row: MakeRow, value: object) -> None:
+    # the streamed writer's quick paths (no call per cell, a line joined without the csv module) must write what
+    # the rules say, for text a spreadsheet would run, text csv must quote, and every JSON type
+    rows = [
+        make_row(f"{value}", params={"v": value}, variables={"w": value}, error=str(value), generation_id=str(value)),
+        make_row("second", params={"v": "ok"}),
+    ]
+    columns = export_columns(rows)
+    out = io.StringIO(newline="")
+    write_csv(rows, out, columns)
+    expected = io.StringIO(newline="")
+    writer = csv.writer(expected)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_reference_cell(v) for v in export_record(row, columns).values()])
+    assert out.getvalue() == expected.getvalue()
