@@ -76,14 +76,16 @@ def _read_csv(handle: Any, source: RowsSource) -> tuple[tuple[Layer, ...], list[
     for cells in reader:
         where = f"{name}:{start}"
         start = reader.line_num + 1
-        joined = "".join(cells)
-        if not joined or joined.isspace():
-            continue  # blank lines are not jobs
+        first = cells[0] if cells else ""
+        if not first or first.isspace():  # only then can the row be blank
+            joined = "".join(cells)
+            if not joined or joined.isspace():
+                continue  # blank lines are not jobs
         if len(cells) != width:
             problems.append(Problem(where, f"this row has {len(cells)} cells but the header has {len(header)}"))
             continue
         if not converters and "" not in cells:
-            layers.append(Layer(dict(zip(header, cells, strict=True)), where))  # the usual row, made at C speed
+            layers.append(Layer(dict(zip(header, cells, strict=False)), where))  # the usual row (widths checked above)
             continue
         values: dict[str, Any] = {}
         for column, cell in zip(header, cells, strict=True):

@@ -224,3 +224,13 @@ def test_plan_json_written_a_job_at_a_time_is_json_dumps_of_the_whole(tmp_path: 
         out = io.StringIO()
         write_plan_json(plan, out)
         assert out.getvalue() == json.dumps(plan.to_json(), indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def test_csv_blank_rows_are_skipped_and_an_empty_first_cell_is_unset(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text("seconds,prompt\n4,ox\n\n  ,  \n,yak\n8,emu\n", encoding="utf-8")
+    manifest = load_manifest(write(tmp_path, "model: openai-sora-2-pro\nrows: rows.csv\n"))
+    assert [(layer.values, layer.origin.rsplit(":", 1)[1]) for layer in manifest.rows] == [
+        ({"seconds": "4", "prompt": "ox"}, "2"),
+        ({"prompt": "yak"}, "5"),
+        ({"seconds": "8", "prompt": "emu"}, "6"),
+    ]
