@@ -91,14 +91,24 @@ class Submitter:
 
     def _commit_intents(self, batch: list[list[JobState]]) -> list[list[JobState]]:
         """Commit the intents of the batch: one durable, fenced, budget-checked transaction when the whole batch
-        fits the budget; otherwise group by group until one does not, which stops submitting."""
+        fits; when the run's other runners hold some of its places, the groups that fit the places left, in one
+        transaction too (each attempt is a write under the run's lock, which every runner waits for); otherwise
+        group by group until one does not fit (the budget: which stops submitting)."""
         if not batch:
             return []
-        try:
-            self._record_intents([job for group in batch for job in group])
-            return batch
-        except (BudgetExceededError, ConcurrencyFullError):
-            pass
+        for _ in range(2):
+            try:
+                self._record_intents([job for group in batch for job in group])
+                return batch
+            except BudgetExceededError:
+                break
+            except ConcurrencyFullError as full:
+                fits = _prefix_within(batch, full.free)
+                self._give_back(batch[len(fits) :])
+                self.full = True  # the run's other runners hold the places: these wait, nothing stops
+                batch = fits
+                if not batch:
+                    return []
         committed: list[list[JobState]] = []
         for index, group in enumerate(batch):
             try:
@@ -107,13 +117,17 @@ class Submitter:
                 if isinstance(exc, BudgetExceededError):
                     self.book.halted_submits = str(exc)
                 else:
-                    self.full = True  # the run's other runners hold the places: these wait, nothing stops
-                for job in reversed([j for g in batch[index:] for j in g]):
-                    self.book.free_slot(job)
-                    self.book.pending.appendleft(job)
+                    self.full = True
+                self._give_back(batch[index:])
                 break
             committed.append(group)
         return committed
+
+    def _give_back(self, groups: list[list[JobState]]) -> None:
+        """Groups whose intents were not committed: their slots freed, their jobs first in line again."""
+        for job in reversed([j for g in groups for j in g]):
+            self.book.free_slot(job)
+            self.book.pending.appendleft(job)
 
     def _record_intents(self, jobs: list[JobState]) -> None:
         intent = self.store.record_intents(self.lease, jobs, concurrency=self.options.concurrency)
@@ -240,3 +254,14 @@ class Submitter:
 
     def _backoff(self, attempt: int) -> float:
         return backoff(attempt, initial=self.options.backoff_initial, maximum=self.options.backoff_max)
+
+
+def _prefix_within(batch: list[list[JobState]], places: int) -> list[list[JobState]]:
+    """The first groups of `batch` whose jobs together take at most `places`."""
+    taken: list[list[JobState]] = []
+    for group in batch:
+        if len(group) > places:
+            break
+        taken.append(group)
+        places -= len(group)
+    return taken
