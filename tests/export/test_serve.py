@@ -233,3 +233,56 @@ def test_the_command_serves_on_a_free_port_and_stops_on_ctrl_c(run_with_files: t
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+@pytest.mark.browser
+def test_a_job_that_changes_in_a_row_not_drawn_yet_shows_its_change_when_drawn(
+    tmp_path: Path, browser: DevTools
+) -> None:
+    # a large run's page draws its first rows only (core/report.py); an update to a figure further down must wait
+    # for its row, not be dropped
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, update
+
+    from batchgen.engine.store import JOBS
+
+    db = tmp_path / "state" / "batchgen.db"
+    store = Store.open(db)
+    run_id = store.ensure_run(
+        "big", manifest_path="m.yaml", manifest_sha256="x", base_url="http://h", out_dir=str(tmp_path / "out"),
+        settings={},
+    ).id  # fmt: skip
+    now = datetime.now(UTC)
+    jobs = [
+        {
+            "run_id": run_id, "key": f"k{n:04d}", "model": "m", "repeat": 0, "origin": "matrix", "media_type": "image",
+            "status": "queued", "attempts": 1, "updated_at": now, "variables_json": "{}",
+            "params_json": json.dumps({"prompt": f"subject {n // 2}", "seconds": str(4 + n % 2)}),
+        }
+        for n in range(600)
+    ]  # fmt: skip
+    with store.engine.begin() as conn:
+        conn.execute(insert(JOBS), jobs)
+    last = jobs[-1]["key"]
+    with serving(db) as url:
+        session = open_page(browser, url)
+        wait_for(lambda: evaluate(browser, session, "document.body.dataset.version") == "1", what="the first event")
+        assert not any(key == last for key, *_ in figures(browser, session))  # its row is not drawn yet
+        with store.engine.begin() as conn:
+            conn.execute(
+                update(JOBS)
+                .where(JOBS.c.key == last)
+                .values(status="failed", error_class="content_policy", error="refused", updated_at=datetime.now(UTC))
+            )
+        wait_for(lambda: evaluate(browser, session, "document.body.dataset.version") == "2", what="the update")
+
+        def drawn_to_the_end() -> list[list[Any]] | None:
+            evaluate(browser, session, "window.scrollBy(0, 3000)")  # as a reader would, down to the last row
+            found = figures(browser, session)
+            return found if any(key == last for key, *_ in found) else None
+
+        found = wait_for(drawn_to_the_end, timeout=20, interval=0.05, what="the last row to be drawn")
+        assert [status for key, status, *_ in found if key == last] == ["st-failed"]
+    store.close()
+    assert console_errors(browser) == []
