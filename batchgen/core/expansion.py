@@ -116,8 +116,14 @@ class Expander:
         self.no_variables: dict[str, Any] = {}
 
     def __iter__(self) -> Iterator[ExpandedJob]:
+        for spec, layers in self.specs():
+            yield ExpandedJob(spec, layers)
+
+    def specs(self) -> Iterator[tuple[JobSpec, tuple[Layer, ...]]]:
+        """The jobs as (spec, layers): what `__iter__` yields, without an ExpandedJob per job."""
         for layers, repeat, shape in self.stacks():
-            yield from self.make(layers, repeat, shape)
+            for spec in self.make(layers, repeat, shape):
+                yield spec, layers
         self.check_unused_defaults()
 
     def problems(self) -> list[Problem]:
@@ -167,7 +173,7 @@ class Expander:
             # an entry's shape is its field names, in order: rows of one file nearly always share one
             yield (*defaults, layer), _repeat_of(layer), tuple(layer.values)
 
-    def make(self, layers: tuple[Layer, ...], repeat: int, shape_key: Hashable) -> list[ExpandedJob]:
+    def make(self, layers: tuple[Layer, ...], repeat: int, shape_key: Hashable) -> list[JobSpec]:
         fields: dict[str, Any] = {}
         for layer in layers:
             fields.update(layer.values)
@@ -209,7 +215,7 @@ class Expander:
                 )
                 continue
             self.seen[key] = origin
-            jobs.append(ExpandedJob(JobSpec(model, rendered, index, variables, origin, key), layers))
+            jobs.append(JobSpec(model, rendered, index, variables, origin, key))
         if jobs:
             self.models_used[model] = None
         return jobs

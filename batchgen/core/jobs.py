@@ -90,6 +90,10 @@ def job_key(model: str, params: Mapping[str, Any], repeat: int) -> str:
     return hashlib.sha256(text.encode("utf-8")).digest()[:_KEY_BYTES].hex()
 
 
+_encode_string = json.encoder.encode_basestring  # what the canonical encoder writes for a str
+_concatenate = operator.add
+
+
 class KeyMaker:
     """`job_key` for many jobs of one model whose parameters have the same names: the canonical text is put
     together from pieces encoded once (the sorted names, the model), so only the values are encoded per job.
@@ -107,8 +111,8 @@ class KeyMaker:
         if len(params) != len(self.order):
             return job_key(self.model, params, repeat)
         try:
-            values = map(json.encoder.encode_basestring, map(params.__getitem__, self.order))
-            body = ",".join(map(operator.add, self.labels, values))
+            values = map(_encode_string, map(params.__getitem__, self.order))
+            body = ",".join(map(_concatenate, self.labels, values))
         except (KeyError, TypeError):  # another name; a value that is not a string
             return job_key(self.model, params, repeat)
         text = f'{self.head}{body}}},"repeat":{int(repeat)}}}'

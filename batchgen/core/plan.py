@@ -14,6 +14,7 @@ from typing import Any
 
 from batchgen.core.expansion import ExpandedJob, Expander, Expansion
 from batchgen.core.jobs import JobSpec, exact_key
+from batchgen.core.layers import Layer
 from batchgen.core.manifest import Manifest
 from batchgen.core.models import MediaType, ModelInfo
 from batchgen.core.pricing import PRICE_NAMES, Estimate, PriceList
@@ -141,8 +142,8 @@ def draft_plan(manifest: Manifest, registry: RegistryView) -> PlanDraft:
     those that wait for an image's size). Finish it with the probes of `draft.images_to_probe`."""
     expander = Expander(manifest, registry.models)
     draft = PlanDraft(manifest, registry)
-    for job in expander:
-        draft.add(job)
+    for spec, layers in expander.specs():
+        draft.add_spec(spec, layers)
     draft.note_expansion(expander.problems(), expander.warnings())
     return draft
 
@@ -211,21 +212,25 @@ class PlanDraft:
 
     def add(self, job: ExpandedJob) -> None:
         """Validate and price one job (or hold it until the images are probed)."""
-        model = job.spec.model
+        self.add_spec(job.spec, job.layers)
+
+    def add_spec(self, spec: JobSpec, layers: tuple[Layer, ...]) -> None:
+        """`add` for a job given as its spec and the layers it was made from (no ExpandedJob made unless needed)."""
+        model = spec.model
         entry = self.by_model.get(model)
         if entry is None:
             entry = self._model(model)
-            self.first_origin[model] = job.origin_of("model")
-        if "input_image" in job.spec.params:
-            url = self.checker.image_to_fetch(job)
+            self.first_origin[model] = ExpandedJob(spec, layers).origin_of("model")
+        if "input_image" in spec.params:
+            url = self.checker.image_to_fetch(ExpandedJob(spec, layers))
             if url is not None:
                 self.images_to_probe.add(url)
                 if self.held is None:
                     self.held = []
         if self.held is not None:
-            self.held.append(job)
+            self.held.append(ExpandedJob(spec, layers))
         else:
-            self._settle(job, entry)
+            self._settle(spec, layers, entry)
 
     def note_expansion(self, problems: list[Problem], warnings: list[str]) -> None:
         """What expansion found: shown before everything the plan finds."""
@@ -242,8 +247,7 @@ class PlanDraft:
         )
         return entry
 
-    def _settle(self, job: ExpandedJob, entry: _ModelVerdicts) -> None:
-        spec = job.spec
+    def _settle(self, spec: JobSpec, layers: tuple[Layer, ...], entry: _ModelVerdicts) -> None:
         params = spec.params
         masked = entry.masked
         parts: list[Hashable] = []
@@ -263,9 +267,9 @@ class PlanDraft:
             verdict = entry.verdicts[key] = (found, estimate)
         found, estimate = verdict
         if found:
-            self.checker.locate(job, found)
+            self.checker.locate(ExpandedJob(spec, layers), found)
         if entry.checker is not None and entry.checker.sora and "input_image" in params:
-            self.checker.check_first_frame(job, entry.checker.model)
+            self.checker.check_first_frame(ExpandedJob(spec, layers), entry.checker.model)
         if estimate is None:
             reason = f"{spec.model}: no registry entry"
             self.unpriced[reason] = self.unpriced.get(reason, 0) + 1
@@ -282,7 +286,7 @@ class PlanDraft:
         """The plan, once the images it asked for are probed (an image missing from `probes` is not checked)."""
         self.checker.probes = probes
         for job in self.held or ():
-            self._settle(job, self.by_model[job.spec.model])
+            self._settle(job.spec, job.layers, self.by_model[job.spec.model])
         self.held = None
         manifest, registry = self.manifest, self.registry
         problems = ProblemList()
