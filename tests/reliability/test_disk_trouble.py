@@ -84,7 +84,7 @@ def test_a_full_disk_mid_download_stops_cleanly_and_resume_fetches_without_regen
     assert run_row(db)["owner"] is None
     created = len(emu.ledger.created_ids)
 
-    remount(tmpfs, "size=1m")  # space freed
+    remount(tmpfs, "size=8m")  # space freed (the WAL of a dozen jobs, with their indexes, passes 1 MB)
     resumed = batchgen("resume", "--db", db, key=emu.api_key)
     assert resumed.returncode == 0, resumed.stderr
     assert len(assert_exactly_once(emu, db)) == JOBS
@@ -96,7 +96,7 @@ def test_a_full_disk_mid_download_stops_cleanly_and_resume_fetches_without_regen
 def test_a_read_only_database_is_a_clear_error_and_sends_nothing(
     emu: RunningEmulator, tmp_path: Path, tmpfs: Path
 ) -> None:
-    remount(tmpfs, "size=1m")
+    remount(tmpfs, "size=8m")  # room for the WAL of a dozen jobs with their indexes
     db = tmpfs / "batchgen.db"
     blocker = run_with_blocked_output(emu, tmp_path, db)  # a run with every job pending
     blocker.unlink()
