@@ -55,11 +55,11 @@ class JobTable(SQLModel, table=True):
     """One job of a run, with everything that happened to it."""
 
     __tablename__ = "jobs"
-    # status's aggregates read this index alone (engine/overview.py)
+    # status's aggregates read this index alone (engine/overview.py); it serves every read by run (and status)
     __table_args__ = (Index("ix_jobs_run_status", "run_id", "status", "error_class", "estimated_cost", "runner_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    run_id: int = Field(foreign_key="runs.id", index=True)
+    run_id: int = Field(foreign_key="runs.id")
     key: str
     model: str
     params_json: str
@@ -67,7 +67,7 @@ class JobTable(SQLModel, table=True):
     repeat: int = 0
     origin: str = ""
     media_type: str = "video"
-    status: str = Field(default="pending", index=True)
+    status: str = "pending"
     generation_id: str | None = Field(default=None, index=True)
     attempts: int = 0
     intent_at: datetime | None = None
@@ -92,7 +92,7 @@ class GenerationTable(SQLModel, table=True):
     """The ledger: one row per generation the run caused or adopted. Rows are never deleted or cleared."""
 
     __tablename__ = "generations"
-    # status's money and paid-but-unused reads use this index alone (engine/overview.py)
+    # status's money and paid-but-unused reads use this index alone (engine/overview.py); it serves every read by run
     __table_args__ = (
         Index(
             "ix_generations_run_money", "run_id", "generation_id", "remote_status", "job_id", "cost", "estimated_cost"
@@ -100,7 +100,7 @@ class GenerationTable(SQLModel, table=True):
     )
 
     generation_id: str = Field(primary_key=True)  # unique across the database: no two jobs can own one
-    run_id: int = Field(foreign_key="runs.id", index=True)
+    run_id: int = Field(foreign_key="runs.id")
     job_id: int | None = Field(default=None, foreign_key="jobs.id", index=True)  # None: paid, unused
     model: str
     request_json: str  # the parameters asked for (canonical JSON)
