@@ -93,6 +93,11 @@ class _Shape:
     origin_layer: int  # the layer whose `prompt` locates the job; -1 (no prompt): the last layer's line
     params_are_entry: bool  # the parameters are the last layer's fields, all of them: its dict is shared, not copied
     keys: KeyMaker  # job keys of this model with these parameter names
+    # Matrix stacks only: the fields whose values decide the variables and rendered templates (None: not known),
+    # and the parameters that may hold a template; a job's derived part is then shared by the jobs whose inputs
+    # are the very same values (the dozen jobs of one prompt differ only in seconds, ratio, resolution).
+    inputs: tuple[str, ...] | None = None
+    templated: tuple[str, ...] = ()
 
 
 class Expander:
@@ -113,6 +118,7 @@ class Expander:
         # Keyed by the ids of values held by the manifest's layers, which live as long as this expander does.
         self.shared_variables: dict[tuple[Hashable, ...], dict[str, Any]] = {}
         self.rendered: dict[tuple[Hashable, ...], str] = {}
+        self.derived: dict[tuple[int, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
         self.no_variables: dict[str, Any] = {}
 
     def __iter__(self) -> Iterator[ExpandedJob]:
@@ -185,13 +191,27 @@ class Expander:
             return []
         shape = self.shapes.get((model, shape_key), _UNSEEN)
         params: Mapping[str, Any]
+        rendered: Mapping[str, Any] | None = None
+        memo_key: tuple[int, ...] | None = None
         if isinstance(shape, _Shape):
             params = layers[-1].values if shape.params_are_entry else {name: fields[name] for name in shape.params}
-            variables = self.share_variables(shape.variables, fields)
+            if shape.inputs is not None:
+                try:
+                    memo_key = (id(shape), *map(id, map(fields.__getitem__, shape.inputs)))
+                except KeyError:  # a template names a field this stack lacks: render() says so, job by job
+                    memo_key = None
+                derived = self.derived.get(memo_key) if memo_key is not None else None
+                if derived is not None:
+                    variables, texts = derived
+                    rendered = params
+                    if texts:
+                        rendered = {**params, **texts}
+            if rendered is None:
+                variables = self.share_variables(shape.variables, fields)
         else:
             params, variables = self.split(model, fields, layers)
             if shape is _UNSEEN:
-                shape = self.shapes[(model, shape_key)] = self.shape_of(model, params, variables, layers)
+                shape = self.shapes[(model, shape_key)] = self.shape_of(model, params, variables, layers, shape_key)
         make_key: Callable[[Mapping[str, Any], int], str]
         if isinstance(shape, _Shape):
             origin = layers[shape.origin_layer].origin_of("prompt") if shape.origin_layer >= 0 else layers[-1].origin
@@ -199,9 +219,14 @@ class Expander:
         else:
             origin = _origin(layers, "prompt")
             make_key = functools.partial(job_key, model)
-        rendered = self.render(params, fields, layers)
         if rendered is None:
-            return []
+            rendered = self.render(params, fields, layers)
+            if rendered is None:
+                return []
+            if memo_key is not None and isinstance(shape, _Shape):
+                if len(self.derived) >= SHARED_LIMIT:
+                    self.derived.clear()
+                self.derived[memo_key] = (variables, {name: rendered[name] for name in shape.templated})
         jobs = []
         for index in range(repeat):
             key = make_key(rendered, index)
@@ -221,7 +246,12 @@ class Expander:
         return jobs
 
     def shape_of(
-        self, model: str, params: dict[str, Any], variables: dict[str, Any], layers: tuple[Layer, ...]
+        self,
+        model: str,
+        params: dict[str, Any],
+        variables: dict[str, Any],
+        layers: tuple[Layer, ...],
+        shape_key: Hashable,
     ) -> _Shape | None:
         """How every stack shaped like this one splits, or None when that depends on the values (a field kept
         only because a template uses it; a model whose schema is unknown)."""
@@ -237,7 +267,30 @@ class Expander:
         last = layers[-1].values
         names = tuple(params)
         entry = len(layers) > 1 and names == tuple(last)
-        return _Shape(names, tuple(variables), origin_layer, entry, KeyMaker(model, names))
+        inputs, templated = self.inputs_of(names, tuple(variables)) if shape_key is _COMBINATIONS else (None, ())
+        return _Shape(names, tuple(variables), origin_layer, entry, KeyMaker(model, names), inputs, templated)
+
+    def inputs_of(
+        self, params: tuple[str, ...], variables: tuple[str, ...]
+    ) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+        """For the stacks of defaults x matrix x zip, whose every value is written in the manifest: the fields
+        whose values decide a job's variables and rendered templates (the variables, the parameters any of whose
+        values is a template, and every name those templates use), and those parameters. None for the inputs
+        when a template cannot be parsed (each job then says so)."""
+        manifest = self.manifest
+        inputs = dict.fromkeys(variables)
+        templated: dict[str, None] = {}
+        for layer in (manifest.defaults, *(layer for axis in manifest.matrix for layer in axis), *manifest.zipped):
+            for name, value in layer.values.items():
+                if name in params and isinstance(value, str) and ("{" in value or "}" in value):
+                    try:
+                        template = parse_template(value)
+                    except TemplateError:
+                        return None, ()
+                    templated[name] = None
+                    inputs[name] = None
+                    inputs.update(dict.fromkeys(template.names))
+        return tuple(inputs), tuple(templated)
 
     def share_variables(self, names: tuple[str, ...], fields: Mapping[str, Any]) -> dict[str, Any]:
         """The variables of a job: one dict for every job whose variables are the very same values."""

@@ -234,3 +234,28 @@ def test_csv_blank_rows_are_skipped_and_an_empty_first_cell_is_unset(tmp_path: P
         ({"prompt": "yak"}, "5"),
         ({"seconds": "8", "prompt": "emu"}, "6"),
     ]
+
+
+def test_matrix_jobs_sharing_derived_parts_are_rendered_from_their_own_values(tmp_path: Path) -> None:
+    text = """\
+model: openai-sora-2-pro
+params: {prompt: 'a {animal}'}
+matrix:
+  animal: [ox, yak]
+  prompt: ['a {animal}', '{animal} for {seconds}s', still life, '{colour} {animal}']
+  seconds: ['4', '8']
+"""
+    expansion = expand(load_manifest(write(tmp_path, text)), infos())
+    made = {
+        (job.spec.params["prompt"], job.spec.params["seconds"], job.spec.variables["animal"]) for job in expansion.jobs
+    }
+    expected = set()
+    for animal in ("ox", "yak"):
+        for seconds in ("4", "8"):
+            expected |= {(f"a {animal}", seconds, animal), (f"{animal} for {seconds}s", seconds, animal)}
+            expected.add(("still life", seconds, "ox"))  # the yak's is the same request: a duplicate
+    assert made == expected
+    assert len(expansion.jobs) == 10
+    # `{colour}` is not defined: every one of its four jobs is refused, not only the first
+    missing = [problem for problem in expansion.problems if "colour" in problem.message and problem.where]
+    assert len(missing) == 3 and expansion.problems[-1].message.startswith("... and 1 more like: `prompt` uses")
