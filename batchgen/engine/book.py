@@ -83,7 +83,9 @@ class JobBook:
         if status.is_terminal:
             self.finished_times.append(time.monotonic())
         if status.is_terminal or status is JobStatus.UNKNOWN:  # nothing more this run can do for it
-            self.jobs.pop(job.id, None)
+            self.jobs.pop(job.id, None)  # nor kept: the book holds what is unfinished, whatever the run's size
+            self.by_generation.pop(job.generation_id or "", None)
+            self.last_heard.pop(job.id, None)
         self.changed.set()
 
     def adopted(self, job: JobState, generation_id: str) -> None:

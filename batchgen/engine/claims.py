@@ -1,8 +1,10 @@
 """Taking up work: the jobs a runner works on are the ones it claimed (engine/runners.py).
 
-On SQLite a runner is the run's only one and claims every unfinished job at once. On PostgreSQL it claims small
-batches as its pending line runs low, first the jobs a lost runner left in flight (reconciled, polled or downloaded,
-never resent blindly), and sweeps now and then: runners whose lease ran out are ended and their jobs let go, for
+A runner claims batches as its pending line runs low, first the jobs already sent (an earlier or lost runner's:
+reconciled, polled or downloaded, never resent blindly), then pending ones in order. So it holds a page of the
+run in memory, never the whole run: a run of a million jobs costs a runner what a run of a thousand does. On
+SQLite the runner is the run's only one and its pages are large; on PostgreSQL they are small, so that runners
+share the work evenly, and it sweeps now and then: runners whose lease ran out are ended and their jobs let go, for
 whoever claims next. A runner stays until no job of the run is unfinished anywhere, so that there is always someone
 to take over from a runner that dies; the run's submit rate is shared out among the live runners.
 """
@@ -38,12 +40,13 @@ class Claimer:
         self.store, self.lease, self.book, self.options = store, lease, book, options
         self.take_up, self.gate = take_up, gate
         self.shared = store.postgres
-        self.batch = max(16, 2 * options.concurrency) if self.shared else EVERYTHING
+        self.batch = max(16, 2 * options.concurrency) if self.shared else max(options.claim_page, 4 * options.concurrency)
         self.sweep_every = max(0.5, options.lease_seconds / 6)
         self.live_runners = 1
+        self.drained = False  # the last claim found nothing: the pending line refills only when the book is done
 
     def claim(self) -> int:
-        """Claim the next batch (everything, on SQLite) and start working on it; how many jobs came."""
+        """Claim the next batch and start working on it; how many jobs came."""
         jobs = self.store.claim_jobs(self.lease, self.batch)
         if jobs:
             self.take_up(jobs)
@@ -61,13 +64,14 @@ class Claimer:
                     continue
                 if self.store.unfinished_elsewhere(self.lease) == 0:
                     return
-            elif self.shared and len(self.book.pending) < self.batch // 2 and self.book.halted_submits is None:
-                self.claim()
+            elif len(self.book.pending) < self.batch // 2 and self.book.halted_submits is None and not self.drained:
+                self.drained = self.claim() == 0  # nothing pending is left unclaimed: no need to ask on every wake
             now = time.monotonic()
             if self.shared and now - last_sweep >= self.sweep_every:
                 last_sweep = now
                 self._share_rate(self.store.sweep(self.lease))
                 self._take_up_sent()
+                self.drained = False  # a lost runner's pending jobs may have been let go
             self.book.changed = anyio.Event()
             with anyio.move_on_after(LOOK_EVERY_S if self.book.done else min(LOOK_EVERY_S, self.sweep_every)):
                 await self.book.changed.wait()

@@ -33,6 +33,7 @@ class RunOptions:
     download_attempts: int = 12
     resubmit_unknown: bool = False
     lease_seconds: float = 30.0  # how long the run stays ours without a heartbeat (renewed every sixth of it)
+    claim_page: int = 1000  # SQLite: jobs a runner claims (and holds in memory) at a time, at least 4x concurrency
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
 

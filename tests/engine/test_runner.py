@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from pathlib import Path
 
+import anyio
 import pytest
 
 from batchgen.emulator import EmulatorConfig, Faults, running_emulator
 from batchgen.errors import AuthError
-from tests.kit import assert_exactly_once, keys_sent_elsewhere, run_against, write_manifest
+from tests.kit import assert_exactly_once, keys_sent_elsewhere, run_against, wait_for_async, write_manifest
 from tests.kit_faults import assert_fired
 
 pytestmark = pytest.mark.timeout(60)
@@ -27,6 +30,24 @@ async def test_every_job_succeeds_once_and_files_match(tmp_path: Path) -> None:
     assert summary.csv_path is not None and summary.csv_path.is_file()
     # SSE mode: one enqueue and one download per job, plus the start-up access check and a few list calls
     assert summary.requests <= 2 * 8 + 4
+
+
+async def test_a_run_larger_than_a_page_is_held_a_page_at_a_time(tmp_path: Path) -> None:
+    # a runner holds (in the database, and in memory) a page of the run, never the whole of it: a million-job run
+    # costs it what a thousand-job run does
+    manifest = write_manifest(tmp_path, 40, concurrency=2)
+    db = tmp_path / "state" / "batchgen.db"
+    held: list[int] = []
+    with running_emulator(config(hold=True)) as emu:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: run_against(emu, manifest, tmp_path, options={"claim_page": 8}))
+            await wait_for_async(lambda: len(emu.held) == 2, what="two generations running")
+            with contextlib.closing(sqlite3.connect(db)) as con:
+                held.append(con.execute("SELECT count(*) FROM jobs WHERE runner_id IS NOT NULL").fetchone()[0])
+            emu.release()
+        rows = assert_exactly_once(emu, db)
+    assert len(rows) == 40
+    assert 2 <= held[0] <= 8, f"the runner held {held[0]} jobs with a page of 8"
 
 
 async def test_running_again_redoes_nothing_and_adds_only_new_jobs(tmp_path: Path) -> None:
