@@ -1,6 +1,6 @@
 """The emulator in its own process, for the benchmark: fixed run times, unlimited credits, and its ledger readable.
 
-    python benchmarks/emulator_proc.py --port P --seed N --duration-s 2 [--queue-delay-s 0]
+    python benchmarks/emulator_proc.py --port P --seed N --duration-s 2 [--queue-delay-s 0] [--latency-s 0.1]
 
 `batchgen emulator` can set the run time but cannot hand its ledger to another process, and the benchmark
 counts requests on the server side (every HTTP request the emulator received, downloads included). So this
@@ -17,7 +17,7 @@ from typing import Any
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from batchgen.emulator import Account, EmulatorConfig
+from batchgen.emulator import Account, EmulatorConfig, Faults
 from batchgen.emulator.app import build_app
 from batchgen.emulator.services import Services
 
@@ -64,12 +64,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--duration-s", type=float, required=True)
     parser.add_argument("--queue-delay-s", type=float, default=None)
+    # every /api/ai/... request waits this long before the emulator handles it (the event stream is not delayed)
+    parser.add_argument("--latency-s", type=float, default=0.0)
     args = parser.parse_args()
     config = EmulatorConfig(
         keys={KEY: Account(username="bench", credits_usd=1e12)},
         seed=args.seed,
         duration_s=args.duration_s,
         queue_delay_s=args.queue_delay_s,
+        faults=Faults(latency_s=args.latency_s),
     )
     app, _svc = build(config, f"http://127.0.0.1:{args.port}")
     server_config = uvicorn.Config(
