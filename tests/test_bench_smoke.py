@@ -107,3 +107,18 @@ def test_million_smoke_times_every_command_in_a_fresh_process(million: ModuleTyp
     assert paint["cells"] > 0 and 0 < paint["fcp"] < 30_000 and 0 < paint["dcl"] <= paint["load"] < 30_000
     text = million.table(results)
     assert text.count("\n| ") == 7 and "2,000-job run" in text
+
+
+@pytest.mark.timeout(120)
+def test_million_run_smoke_resumes_a_large_run_and_measures_it(tmp_path: Path) -> None:
+    # issue 15's runner benchmark at 5,000 jobs for a few seconds: the runner sends, finishes jobs, and its memory
+    # and first enqueue are measured (sane, not fast)
+    spec = importlib.util.spec_from_file_location("million_run", BENCH.parent / "million_run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.measure(tmp_path, 5_000, 6.0, 16)
+    assert result["first_enqueue_s"] is not None and 0 < result["first_enqueue_s"] < 60, result
+    assert result["done"] > 0 and 10 < result["peak_rss_mb"] < 1_000, result
+    assert result["exit"] == 130, result  # interrupted with Ctrl-C, and said how to resume
+    assert "| resume -> first enqueue |" in module.table(result)
