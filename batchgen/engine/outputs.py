@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from batchgen.core.export import write_csv
+from batchgen.engine.job_stream import write_export
 from batchgen.engine.store import RunInfo, Store
 from batchgen.errors import OutputError
 
@@ -39,8 +40,9 @@ def write_atomically(path: Path, write: Callable[[TextIO], object]) -> None:
 
 
 def write_results_csv(store: Store, run: RunInfo, out_dir: Path) -> Path:
-    """Write the run's `results.csv` (one row per job) into `out_dir` atomically and return its path."""
+    """Write the run's `results.csv` (one row per job) into `out_dir` atomically and return its path. The rows
+    stream from the database, none held: at the end of (or on Ctrl-C in) a million-job run too."""
     path = out_dir / "results.csv"
-    rows = store.job_rows(run.id)
-    write_atomically(path, lambda out: write_csv(rows, out))
+    with store.job_row_stream(run.id) as jobs:
+        write_atomically(path, lambda out: write_export(jobs, write_csv, out, rewindable=True))
     return path
