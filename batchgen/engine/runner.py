@@ -168,10 +168,12 @@ class Runner:
     async def _progress_loop(self) -> None:
         """Progress every half second, or less often when reading it is costly (its counts are aggregates over
         the whole run: at a million jobs, 0.2 s a read), so that it never takes more than 5% of the runner."""
+        took = 0.0  # the first line comes after the first enqueues, which must not wait for it
         while True:
+            await anyio.sleep(max(PROGRESS_EVERY_S, PROGRESS_SHARE * took))
             started = time.perf_counter()
             self._emit_progress()
-            await anyio.sleep(max(PROGRESS_EVERY_S, PROGRESS_SHARE * (time.perf_counter() - started)))
+            took = time.perf_counter() - started
 
     def _emit_progress(self) -> None:
         if self.on_progress is None:

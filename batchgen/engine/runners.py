@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, func, insert, or_, select, update
 
 from batchgen.core.jobs import JobStatus
 from batchgen.engine.holders import holder_is_gone, identity, lease_lost, refuse_if_held
@@ -293,8 +293,12 @@ def _end_runners(
             # re-checked on the row as it is when locked: a heartbeat that got there first keeps it live
             ending = ending.where(RUNNERS.c.lease_until <= now)
         db.execute(ending.values(ended_at=now, end_reason=reason))
-    ended = select(RUNNERS.c.id).where(RUNNERS.c.run_id == run_id, RUNNERS.c.ended_at.is_not(None))
-    db.execute(update(JOBS).where(and_(JOBS.c.run_id == run_id, JOBS.c.runner_id.in_(ended))).values(runner_id=None))
+    # the ids first: a sub-select here made SQLite walk the run's jobs (0.2 s at a million) instead of the index
+    ended = list(
+        db.execute(select(RUNNERS.c.id).where(RUNNERS.c.run_id == run_id, RUNNERS.c.ended_at.is_not(None))).scalars()
+    )
+    if ended:
+        db.execute(update(JOBS).where(JOBS.c.runner_id.in_(ended)).values(runner_id=None))
 
 
 def _refuse_if_runners(db: Connection, run: Any, now: datetime) -> None:
