@@ -259,3 +259,24 @@ matrix:
     # `{colour}` is not defined: every one of its four jobs is refused, not only the first
     missing = [problem for problem in expansion.problems if "colour" in problem.message and problem.where]
     assert len(missing) == 3 and expansion.problems[-1].message.startswith("... and 1 more like: `prompt` uses")
+
+
+def test_planning_pauses_the_collector_and_leaves_it_as_it_found_it() -> None:
+    import gc
+
+    from batchgen.engine.planning import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(KeyError), collector_paused():
+        raise KeyError("a plan that fails")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # whoever switched it off keeps it off
+    finally:
+        gc.enable()
