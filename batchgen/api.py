@@ -11,6 +11,7 @@ the public entry points below read it.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import os
 import secrets
@@ -180,13 +181,17 @@ async def run_async(
             try:
                 if emulate:  # a fresh emulator knows none of the old one's generations, which cost nothing
                     store.forget_remote(lease)
-                added = store.add_jobs(lease, [NewJob(j.spec, j.estimated_cost, j.media_type) for j in plan.jobs])
+                added = store.add_jobs(lease, (NewJob(j.spec, j.estimated_cost, j.media_type) for j in plan.jobs))
                 retired = store.retire_jobs(lease, {j.spec.key for j in plan.jobs})
                 if retry_failed:
                     store.retry_failed(lease)
             except BaseException:
                 store.release_run(lease)
                 raise
+            # the database holds the jobs now: the plan (at a million jobs, most of a gigabyte with the manifest's
+            # rows) is not kept for the hours the run may take
+            del plan
+            gc.collect()
             return await _execute(
                 store,
                 run,

@@ -10,11 +10,12 @@ make them side by side."""
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, func, insert, select, update
 
@@ -36,6 +37,8 @@ from batchgen.engine.records import JobState, Lease, NewJob
 from batchgen.engine.sqlite import utcnow
 from batchgen.errors import BudgetExceededError
 
+T = TypeVar("T")
+ADD_CHUNK = 5_000  # jobs per key lookup when adding (SQLite allows 32,766 bound values per statement)
 CENT = 1e-9  # float slack when comparing sums of money against a budget
 # what holds a place of the account's concurrency (unknown jobs are reconciled, not counted, as in one runner)
 COUNTED_IN_FLIGHT = ("submitting", "queued", "processing")
@@ -57,34 +60,15 @@ class JobTransitions:
     ) -> AbstractContextManager[Connection]:
         raise NotImplementedError
 
-    def add_jobs(self, lease: Lease, jobs: Sequence[NewJob]) -> int:
+    def add_jobs(self, lease: Lease, jobs: Iterable[NewJob]) -> int:
         """Add the jobs the run does not have yet (by key), and give pending jobs without an estimate this plan's;
-        return how many were new."""
+        return how many were new. One transaction; the jobs are read ADD_CHUNK at a time (a generator of a
+        million is never a list of a million here), each chunk checked against the run's keys by index."""
         now = utcnow()
+        added = 0
         with self._fenced(lease) as db:
-            known = set(db.execute(select(JOBS.c.key).where(JOBS.c.run_id == lease.run_id)).scalars())
-            rows = [
-                {
-                    "run_id": lease.run_id,
-                    "key": job.spec.key,
-                    "model": job.spec.model,
-                    "params_json": json.dumps(dict(job.spec.params), ensure_ascii=False),
-                    "variables_json": json.dumps(dict(job.spec.variables), ensure_ascii=False, default=str),
-                    "repeat": job.spec.repeat,
-                    "origin": job.spec.origin,
-                    "media_type": job.media_type,
-                    "status": JobStatus.PENDING.value,
-                    "attempts": 0,
-                    "estimated_cost": job.estimated_cost,
-                    "updated_at": now,
-                }
-                for job in jobs
-                if job.spec.key not in known
-            ]
-            if rows:
-                db.execute(insert(JOBS), rows)
-            # a job added while prices were unknown (the registry was unreachable) gets this plan's estimate;
-            # only while it is pending: a job in flight keeps the estimate its intent was checked against
+            # jobs added while prices were unknown (the registry was unreachable) get this plan's estimate; only
+            # while pending: a job in flight keeps the estimate its intent was checked against
             unpriced = set(
                 db.execute(
                     select(JOBS.c.key).where(
@@ -94,19 +78,45 @@ class JobTransitions:
                     )
                 ).scalars()
             )
-            for job in jobs:
-                if job.spec.key in unpriced and job.estimated_cost is not None:
-                    db.execute(
-                        update(JOBS)
-                        .where(
-                            JOBS.c.run_id == lease.run_id,
-                            JOBS.c.key == job.spec.key,
-                            JOBS.c.status == JobStatus.PENDING.value,
-                            JOBS.c.estimated_cost.is_(None),
+            for chunk in _chunks(jobs, ADD_CHUNK):
+                keys = [job.spec.key for job in chunk]
+                known = set(
+                    db.execute(select(JOBS.c.key).where(JOBS.c.run_id == lease.run_id, JOBS.c.key.in_(keys))).scalars()
+                )
+                rows = [
+                    {
+                        "run_id": lease.run_id,
+                        "key": job.spec.key,
+                        "model": job.spec.model,
+                        "params_json": json.dumps(dict(job.spec.params), ensure_ascii=False),
+                        "variables_json": json.dumps(dict(job.spec.variables), ensure_ascii=False, default=str),
+                        "repeat": job.spec.repeat,
+                        "origin": job.spec.origin,
+                        "media_type": job.media_type,
+                        "status": JobStatus.PENDING.value,
+                        "attempts": 0,
+                        "estimated_cost": job.estimated_cost,
+                        "updated_at": now,
+                    }
+                    for job in chunk
+                    if job.spec.key not in known
+                ]
+                if rows:
+                    db.execute(insert(JOBS), rows)
+                    added += len(rows)
+                for job in chunk:
+                    if job.spec.key in unpriced and job.estimated_cost is not None:
+                        db.execute(
+                            update(JOBS)
+                            .where(
+                                JOBS.c.run_id == lease.run_id,
+                                JOBS.c.key == job.spec.key,
+                                JOBS.c.status == JobStatus.PENDING.value,
+                                JOBS.c.estimated_cost.is_(None),
+                            )
+                            .values(estimated_cost=job.estimated_cost)
                         )
-                        .values(estimated_cost=job.estimated_cost)
-                    )
-        return len(rows)
+        return added
 
     def retire_jobs(self, lease: Lease, keep: set[str]) -> int:
         """Cancel the pending jobs whose key is not in `keep` (removed from an edited manifest); jobs already sent
@@ -391,3 +401,10 @@ def apply_event(db: Connection, job_ids: Sequence[int], event_: JobEvent, **fact
 def never_sent() -> dict[str, Any]:
     """The columns of a job sent back to pending: no generation, no error, no URLs (the ledger keeps the old one)."""
     return {"generation_id": None, "error": None, "error_class": None, "result_url": None, "download_url": None}
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last may be shorter)."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk

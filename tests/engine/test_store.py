@@ -1105,3 +1105,15 @@ def test_a_jobs_progress_does_not_wait_for_the_runs_lock(postgres_url: str, tmp_
             store.record_intents(lease, [_add(store, lease, held=False)])
     finally:
         store.close()
+
+
+def test_add_jobs_reads_a_generator_in_chunks_and_adds_only_new_keys(fresh: tuple[Store, Lease]) -> None:
+    from batchgen.engine.transitions import ADD_CHUNK
+
+    store, lease = fresh
+    total = 2 * ADD_CHUNK + 7
+    specs = [JobSpec("m", {"prompt": f"bulk {i}"}) for i in range(total)]
+    assert store.add_jobs(lease, (NewJob(s, 1.0) for s in specs[: ADD_CHUNK + 1])) == ADD_CHUNK + 1
+    assert store.add_jobs(lease, (NewJob(s, 1.0) for s in specs)) == total - ADD_CHUNK - 1
+    assert store.add_jobs(lease, (NewJob(s, 1.0) for s in specs)) == 0
+    assert sorted(j.key for j in store.load_jobs(lease.run_id, [S.PENDING])) == sorted(s.key for s in specs)
