@@ -270,6 +270,7 @@ EVIDENCE: dict[str, Callable[[_Reader], int]] = {
     # result files on a real network
     "result_size_bytes": lambda r: r.fault_records("result_size_bytes"),
     "download_bandwidth_bps": lambda r: r.fault_records("download_bandwidth_bps"),
+    "cancel_5xx_rate": lambda r: r.fault_records("cancel_5xx_rate"),
     "download_cut_rate": lambda r: r.fault_records("download_cut_rate"),
     "download_ignores_range": lambda r: r.fault_records("download_ignores_range"),
     # the server's clock and speed

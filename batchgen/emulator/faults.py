@@ -69,6 +69,7 @@ class Faults:
     download_429_rate: float = 0.0
     retry_after: float | None = None  # Retry-After seconds on fault 429s; None sends no header
     lost_reply_rate: float = 0.0  # enqueue creates the rows, then the connection is cut with no reply
+    cancel_5xx_rate: float = 0.0  # DELETE /api/ai/queue/{id} answers 503 for this generation, every time
     # -- generations
     stuck_rate: float = 0.0  # stays `processing` forever
     fail_rate: float = 0.0

@@ -228,6 +228,9 @@ async def cancel(request: Request) -> Response:
     row = _own_row(svc, caller, gid)
     if row is None:
         return replies.not_found()
+    if svc.fault("cancel_5xx_rate", gid):
+        svc.ledger.record_fault("cancel_5xx_rate", gid)
+        return replies.server_error(503)
     if row.status.is_terminal:
         if svc.config.cancel_terminal_status != 200:
             detail = f"Generation is already {row.status}"

@@ -12,7 +12,7 @@ from batchgen.core.jobs import JobStatus
 from batchgen.core.matching import Window
 from batchgen.core.remote import RemoteGeneration
 from batchgen.engine.claims import EVERYTHING
-from batchgen.engine.client import OxenClient
+from batchgen.engine.client import OxenClient, RetryPolicy
 from batchgen.engine.downloads import destination, fetch_result, refresh_result_url
 from batchgen.engine.reconcile import read_candidates
 from batchgen.engine.store import JobState, Lease, RunInfo, Store
@@ -29,7 +29,9 @@ class Cancelled:
     left: list[str] = field(default_factory=list)  # jobs left in flight: why, one line each
 
 
-async def cancel_run(store: Store, run: RunInfo, base_url: str, api_key: str | None) -> Cancelled:
+async def cancel_run(
+    store: Store, run: RunInfo, base_url: str, api_key: str | None, *, retry: RetryPolicy | None = None
+) -> Cancelled:
     """DELETE every in-flight generation and read it back: a cancelled one cancels its job; one that had already
     succeeded is paid for, so it is downloaded and its job succeeds; a DELETE that failed leaves the job in flight
     (and says so). Pending jobs are cancelled too. The run must have no live runner (RunLockedError): on
@@ -38,7 +40,7 @@ async def cancel_run(store: Store, run: RunInfo, base_url: str, api_key: str | N
     done = Cancelled()
     try:
         store.claim_jobs(lease, EVERYTHING)  # every earlier runner was ended: their jobs are this one's now
-        async with OxenClient(base_url, api_key) as client:
+        async with OxenClient(base_url, api_key, retry=retry) as client:
             await client.check_access()
             pending = store.load_jobs(run.id, [JobStatus.PENDING])
             store.mark_cancelled_by_user(lease, [j.id for j in pending])

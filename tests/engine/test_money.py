@@ -14,11 +14,21 @@ from pathlib import Path
 
 import pytest
 
+from batchgen.api import resume_async
 from batchgen.core.jobs import JobStatus
 from batchgen.emulator import Account, EmulatorConfig, Faults, RunningEmulator, running_emulator
 from batchgen.engine.cancel import cancel_run
 from batchgen.engine.store import Store
-from tests.kit import assert_exactly_once, interrupt_when, job_rows, run_against, wait_for_async, write_manifest
+from tests.kit import (
+    FAST,
+    FAST_RETRY,
+    assert_exactly_once,
+    interrupt_when,
+    job_rows,
+    run_against,
+    wait_for_async,
+    write_manifest,
+)
 from tests.kit_faults import assert_fired
 
 SORA_4S = Decimal("1.2")  # the emulator's placeholder price of a 4 s sora-2-pro clip at standard resolution
@@ -132,6 +142,28 @@ async def test_cancel_keeps_and_downloads_a_generation_that_already_succeeded(tm
         assert done.kept == 3 and not done.left
         rows = assert_exactly_once(emu, db)
     assert {r.status for r in rows} == {JobStatus.SUCCEEDED}
+
+
+async def test_a_cancel_that_cannot_land_leaves_the_job_in_flight_and_says_so(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "batchgen.db"
+    path = write_manifest(tmp_path, ["ox 1", "ox 2"])
+    config = EmulatorConfig(seed=9, duration_s=0.05, hold=True, faults=Faults(cancel_5xx_rate=1.0))
+    with running_emulator(config) as emu:
+        await interrupt_when(lambda: run_against(emu, path, tmp_path), lambda: len(emu.held) == 2)
+        store = Store.open(db, create=False)
+        try:
+            done = await cancel_run(store, store.get_run(None), emu.base_url, emu.api_key, retry=FAST_RETRY)
+            statuses = {j.status for j in store.load_jobs(store.get_run(None).id, list(JobStatus))}
+        finally:
+            store.close()
+        assert_fired(emu, "cancel_5xx_rate")
+        assert done.local == 0 and len(done.left) == 2 and all("could not be cancelled" in x for x in done.left)
+        assert statuses <= {JobStatus.QUEUED, JobStatus.PROCESSING}, "a job whose cancel failed is still in flight"
+        # the generations run on (they were never cancelled): a resume finishes them, paid once each
+        emu.release()
+        summary = await resume_async(db=db, base_url=emu.base_url, api_key=emu.api_key, retry=FAST_RETRY, **FAST)
+        rows = assert_exactly_once(emu, db)
+    assert summary.exit_code == 0 and {r.status for r in rows} == {JobStatus.SUCCEEDED}
 
 
 # ---- finding 7: the budget is the run's, across edits and resumes -----------------------------------------------
