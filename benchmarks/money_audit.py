@@ -542,6 +542,28 @@ def scenario_cancel_keeps_paid(work: Path) -> Row:
         return measure(row, [emu], [db])
 
 
+def scenario_cancel_fails(work: Path) -> Row:
+    db = work / "state" / "batchgen.db"
+    manifest = write_manifest(work, ["ox 1", "ox 2"])
+    config = EmulatorConfig(seed=9, duration_s=0.05, hold=True, faults=Faults(cancel_5xx_rate=1.0))
+    with running_emulator(config) as emu:
+        anyio.run(interrupt_when, lambda: api_run_async(emu, manifest, work), lambda: len(emu.held) == 2)
+        cancelled = cli("cancel", "--db", db, "--base-url", emu.base_url, key=emu.api_key)
+        in_flight = count_status(db, "queued") + count_status(db, "processing")
+        emu.release()  # the generations were never cancelled: they run on, and a resume finishes them
+        resume(emu, work)
+        row = Row(
+            "6 (cancel fails)",
+            "2 clips in flight; `batchgen cancel` (CLI) while every DELETE answers 503; then `resume`",
+            "a swallowed failed DELETE still marks the job cancelled; `run --retry-failed` then pays again "
+            "(implied: 2 per job)",
+            f"{fired(emu, 'cancel_5xx_rate')} DELETEs refused; {in_flight} jobs left in flight by the cancel "
+            f"(exit {cancelled.returncode})",
+            fired(emu, "cancel_5xx_rate") > 0 and in_flight == 2,
+        )
+        return measure(row, [emu], [db])
+
+
 async def api_run_async(emu: RunningEmulator, manifest: Path, work: Path) -> api.RunSummary:
     return await api.run_async(
         manifest,
@@ -715,6 +737,7 @@ def scenarios(smoke: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("5", scenario_retry_failed),
         ("6-timeout", scenario_timeout_keeps_paid),
         ("6-cancel", scenario_cancel_keeps_paid),
+        ("6-cancel-fails", scenario_cancel_fails),
         quick[2],
         ("8-", lambda w: scenario_clock_skew(w, -420.0)),
         quick[3],
@@ -781,8 +804,8 @@ def section(rows: Sequence[Row], elapsed_s: float) -> str:
         "and writes nothing. The smoke, `--smoke` (findings 3, 4, 7, 8 with the server ahead, 9 in legacy mode; "
         "a few seconds), is run by tests/test_bench_smoke.py, which fails unless every row passes.\n\n"
         "Not replayed here: a crash half-way through a migration (tests/engine/test_store.py injects a failing "
-        "migration; no public entry point can), a `DELETE` that fails (the emulator has no knob for a failing "
-        "cancel), and the `input_image` probe's key over plain http (not about money).\n"
+        "migration; no public entry point can), and the `input_image` probe's key over plain http (not about "
+        "money).\n"
     )
 
 
