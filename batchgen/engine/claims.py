@@ -40,7 +40,9 @@ class Claimer:
         self.store, self.lease, self.book, self.options = store, lease, book, options
         self.take_up, self.gate = take_up, gate
         self.shared = store.postgres
-        self.batch = max(16, 2 * options.concurrency) if self.shared else max(options.claim_page, 4 * options.concurrency)
+        self.batch = (
+            max(16, 2 * options.concurrency) if self.shared else max(options.claim_page, 4 * options.concurrency)
+        )
         self.sweep_every = max(0.5, options.lease_seconds / 6)
         self.live_runners = 1
         self.drained = False  # the last claim found nothing: the pending line refills only when the book is done
