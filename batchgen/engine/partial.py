@@ -149,7 +149,10 @@ class PartialFile:
         os.fsync(self._handle.fileno())
         self._catch_up()
         os.replace(self.path, dest)
-        _remove_unheld_parts(dest.parent, self.family)
+        if self.path.name != f"{self.family}part":
+            # a part of its own (the shared one was held): now the other parts of this download are of no use.
+            # Only then: listing a directory of 100,000 results after every download would cost more than it saves
+            _remove_unheld_parts(dest.parent, self.family)
         return self._digest.hexdigest()
 
     async def discard(self) -> None:

@@ -198,7 +198,7 @@ async def test_a_part_held_by_another_live_process_is_left_alone_and_the_downloa
     assert digest == sha256_of(dest) == served and size == SIZE
 
 
-async def test_parts_of_the_same_download_that_nobody_holds_are_removed_once_it_is_in_place(tmp_path: Path) -> None:
+async def test_after_a_download_beside_a_held_part_the_parts_nobody_holds_are_removed(tmp_path: Path) -> None:
     with running_emulator(config(result_size_bytes=SIZE)) as emu:
         async with finished_image(emu) as (client, gid, url):
             dest = tmp_path / "ox.png"
@@ -207,8 +207,13 @@ async def test_parts_of_the_same_download_that_nobody_holds_are_removed_once_it_
             other = partial_path(tmp_path / "ox2.png", gid)  # another file's part: not this download's
             for path in (shared, left, other):
                 path.write_bytes(await prefix(url, 1000))
-            await client.download(url, dest, generation_id=gid)
-    assert part_files(tmp_path) == [other.name]
+            fd = os.open(shared, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a stopped runner's: the download uses its own part
+                await client.download(url, dest, generation_id=gid)
+            finally:
+                os.close(fd)
+    assert part_files(tmp_path) == sorted([shared.name, other.name]), "the held part stays, the dead one's went"
     assert dest.stat().st_size == SIZE
 
 
