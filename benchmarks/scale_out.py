@@ -1048,7 +1048,7 @@ def failover_note(r: Failover) -> str:
             f"at the CLI's lease of {LEASE_S:g} s) ends it without waiting for the lease: its row ended "
             f"{fmt_s(r.ended_s)} after the kill (end_reason {r.end_reason!r}), the {r.held_in_flight} generations it "
             f"had in flight were claimed by the others {fmt_s(r.flying_claimed_s)} after (a survivor claims, "
-            "jobs already sent first, only when its own line of pending jobs runs low, not at the sweep), and the run "
+            "after each sweep, the jobs a lost runner had sent, whatever its own line holds), and the run "
             f"ended {fmt_s(r.run_end_s)} after. {pending} Exactly once: {once}."
         )
     woke = f"Continued after the run, the stopped runner enqueued {r.sent_after_waking} more and exited {r.victim_exit}"
@@ -1121,9 +1121,11 @@ def contention(pg: dict[int, Throughput]) -> str:
         )
     top = max(pg.values(), key=lambda r: r.runners).activity.holder_queries.most_common(3)
     return (
-        "The database's write lock: every write that decides on money or ownership takes the run's advisory lock "
-        "for its whole transaction (engine/postgres.py), so the runners' writes happen one at a time, and a "
-        "transaction holds it across several round trips to its runner (the holder's statement, most often: "
+        "The database's write lock: the writes that decide what the runners share (intents against the budget "
+        "and concurrency, adoptions, run-wide changes) take the run's advisory lock for their whole transaction "
+        "(engine/postgres.py); a job's own progress locks only its row (since 7e93b75; before, every write took "
+        "it, and it was held in 87 % of the samples with 4 runners). A transaction holds it across several round "
+        "trips to its runner (the holder's statement, most often: "
         + ", ".join(f"`{q.strip()}...`" for q, _ in top)
         + "). Sampled every 0.1 s: "
         + "; ".join(parts)
@@ -1195,20 +1197,16 @@ def section(sizes: Sizes, tput: list[Throughput], fail: list[Failover], plan_cpu
         f"{throughput_table(tput)}\n"
         f"Failover: {fail[0].runners if fail else '-'} runners on one run; when half of the jobs are done, the runner "
         f"holding the most generations in flight, short of all the run's places, is killed (SIGKILL) or stopped "
-        f"(SIGSTOP). A runner lost while holding every place stops the run for good: that is the second row, whose "
-        f"set-up is in its note below (the final run before this one stopped a runner holding all 12 places, and "
-        f"hung the same way). The runners table and "
+        f"(SIGSTOP). The second row loses a runner holding every place of the run (which hung such a run for good "
+        f"before commit 3a9ede8); its set-up is in its note below. The runners table and "
         f"the jobs' `runner_id` are polled every 50 ms: *its row ended* is the row's `ended_at` (the database's "
         f"clock, same machine), *all its jobs claimed* is when every unfinished job it held has been seen held by "
         f"another runner (or finished). A stopped runner stands for one on another host, so each runner of that "
-        f"run has an output directory of its own, as on its own disk: on one shared directory, a runner stopped "
-        f"in the middle of a download keeps the flock of that file's part file (engine/partial.py), and a runner "
-        f"that takes the job over finds it busy and retries with backoff (12 attempts, 1 s doubling to 60 s: about "
-        f"7 minutes) before marking the paid result failed for a resume to fetch; trial runs of this benchmark on "
-        f"a shared directory, the same day, hit that in 2 of 10 stops (the survivors were still retrying when the "
-        f"benchmark's bound ended them). In 6 of those 10 trial stops, the stopped runner, continued, exited 2 "
-        f"(`error: cannot use the state database ...: consuming input failed: server closed the connection "
-        f"unexpectedly`) rather than 4, having sent nothing.\n\n"
+        f"run has an output directory of its own, as on its own disk. (Before commits ec2fc6f and 967f755, on one "
+        f"shared directory a runner stopped in the middle of a download kept its part file's flock and the runner "
+        f"taking the job over retried for about 7 minutes before marking the paid result failed, in 2 of 10 trial "
+        f"stops; and in 6 of 10 the stopped runner, continued, exited 2 rather than 4. Both are fixed, with "
+        f"tests in tests/reliability/test_scale_out.py.)\n\n"
         f"{failover_table(fail)}\n"
         f"{reading(tput, fail, plan_cpu_s)}"
     )
