@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, Select, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from batchgen.core.jobs import canonical_json
@@ -97,19 +97,23 @@ class Standing:
     in_flight: int  # the run's jobs holding a place of its concurrency
 
 
+def ledger_sums(run_id: int) -> Select[Any]:
+    """The run's money in the ledger, in one pass over its rows: spent (every generation the API charges for, at
+    its cost or else its estimate) and in flight (the estimates of generations not yet charged nor ended). The
+    rules live here once, for the intents' check, `money` and `status`."""
+    g = GENERATIONS.c
+    paid = (g.remote_status == "succeeded") | g.cost.is_not(None)
+    flying = g.cost.is_(None) & g.remote_status.not_in(["succeeded", "failed", "cancelled"])
+    return select(
+        func.coalesce(func.sum(case((paid, func.coalesce(g.cost, g.estimated_cost, 0.0)), else_=0.0)), 0.0).label(
+            "spent"
+        ),
+        func.coalesce(func.sum(case((flying, func.coalesce(g.estimated_cost, 0.0)), else_=0.0)), 0.0).label("flying"),
+    ).where(g.run_id == run_id)
+
+
 def standing_of(db: Connection, run_id: int, counted_in_flight: Sequence[str] = ()) -> Standing:
-    g = GENERATIONS
-    charged = func.coalesce(g.c.cost, func.coalesce(g.c.estimated_cost, 0.0))
-    spent = (
-        select(func.coalesce(func.sum(charged), 0.0))
-        .where(g.c.run_id == run_id, (g.c.remote_status == "succeeded") | (g.c.cost.is_not(None)))
-        .scalar_subquery()
-    )
-    in_flight_money = (
-        select(func.coalesce(func.sum(func.coalesce(g.c.estimated_cost, 0.0)), 0.0))
-        .where(g.c.run_id == run_id, g.c.cost.is_(None), g.c.remote_status.not_in(["succeeded", "failed", "cancelled"]))
-        .scalar_subquery()
-    )
+    sums = ledger_sums(run_id).subquery()
     intents = (
         select(func.coalesce(func.sum(func.coalesce(JOBS.c.estimated_cost, 0.0)), 0.0))
         .where(JOBS.c.run_id == run_id, JOBS.c.status.in_([s.value for s in RESERVING]))
@@ -122,7 +126,7 @@ def standing_of(db: Connection, run_id: int, counted_in_flight: Sequence[str] = 
         .scalar_subquery()
     )
     budget = select(RUNS.c.budget).where(RUNS.c.id == run_id).scalar_subquery()
-    row = db.execute(select(spent, in_flight_money, intents, budget, in_flight)).one()
+    row = db.execute(select(sums.c.spent, sums.c.flying, intents, budget, in_flight)).one()
     return Standing(
         spent=float(row[0] or 0.0),
         reserved=float(row[1] or 0.0) + float(row[2] or 0.0),

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, case, func, literal, select
+from sqlalchemy import Connection, func, literal, select
 
 from batchgen.core.jobs import JobStatus
 from batchgen.core.lifecycle import RESERVING
 from batchgen.core.money import Money
-from batchgen.engine.ledger import GENERATIONS, JOBS, RUNS, ledger_row
+from batchgen.engine.ledger import GENERATIONS, JOBS, RUNS, ledger_row, ledger_sums
 from batchgen.engine.records import RunOverview
 
 __all__ = ["run_overview"]
@@ -41,16 +41,8 @@ def run_overview(db: Connection, run_id: int) -> RunOverview:
         if error_class != "removed":
             counts[JobStatus(status)] = counts.get(JobStatus(status), 0) + n
             estimated += float(estimate or 0.0)
-    g = GENERATIONS.c
-    charged = func.coalesce(g.cost, g.estimated_cost, 0.0)
-    paid = (g.remote_status == "succeeded") | g.cost.is_not(None)
-    flying = g.cost.is_(None) & g.remote_status.not_in(["succeeded", "failed", "cancelled"])
-    spent, in_flight = db.execute(
-        select(
-            func.sum(case((paid, charged), else_=0.0)),
-            func.sum(case((flying, func.coalesce(g.estimated_cost, 0.0)), else_=0.0)),
-        ).where(g.run_id == run_id)
-    ).one()
+    sums = db.execute(ledger_sums(run_id)).one()
+    spent, in_flight = sums.spent, sums.flying
     budget = db.execute(select(RUNS.c.budget).where(RUNS.c.id == run_id)).scalar()
     unused = [ledger_row(r) for r in db.execute(_unused(run_id))]
     money = Money(
