@@ -47,9 +47,10 @@ class Claimer:
         self.live_runners = 1
         self.drained = False  # the last claim found nothing: the pending line refills only when the book is done
 
-    def claim(self) -> int:
-        """Claim the next batch and start working on it; how many jobs came."""
-        jobs = self.store.claim_jobs(self.lease, self.batch)
+    def claim(self, *, only_sent: bool = False) -> int:
+        """Claim the next batch (with `only_sent`, of jobs already sent only) and start working on it; how many
+        jobs came."""
+        jobs = self.store.claim_jobs(self.lease, self.batch, only_sent=only_sent)
         if jobs:
             self.take_up(jobs)
         return len(jobs)
@@ -72,19 +73,14 @@ class Claimer:
             if self.shared and now - last_sweep >= self.sweep_every:
                 last_sweep = now
                 self._share_rate(self.store.sweep(self.lease))
-                self._take_up_sent()
+                # the jobs a lost runner had sent, whatever this runner's line holds: they count against the run's
+                # concurrency until someone finishes them, and when they fill every place no runner could send,
+                # so none would run its line low enough to claim them
+                self.claim(only_sent=True)
                 self.drained = False  # a lost runner's pending jobs may have been let go
             self.book.changed = anyio.Event()
             with anyio.move_on_after(LOOK_EVERY_S if self.book.done else min(LOOK_EVERY_S, self.sweep_every)):
                 await self.book.changed.wait()
-
-    def _take_up_sent(self) -> None:
-        """Take up the jobs a lost runner had sent, whatever this runner's pending line holds: they count against
-        the run's concurrency until someone finishes them, and when they fill every place no runner could send
-        again, so none would run its line low enough to claim them."""
-        jobs = self.store.claim_jobs(self.lease, self.batch, only_sent=True)
-        if jobs:
-            self.take_up(jobs)
 
     def _share_rate(self, live: int) -> None:
         """The run's submit rate is the account's: each of `live` runners sends its share."""
