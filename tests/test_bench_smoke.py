@@ -13,14 +13,19 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 
 
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench", BENCH)
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/NAME.py as the module NAME (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCH.parent / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    return load_benchmark("bench")
 
 
 @pytest.mark.timeout(60)
@@ -53,17 +58,9 @@ def test_report_keeps_the_prose_around_the_generated_section(bench: ModuleType, 
     assert "| a |" in text and "python benchmarks/bench.py" in text and "Machine:" in text
 
 
-MONEY_AUDIT = BENCH.parent / "money_audit.py"
-
-
 @pytest.fixture(scope="module")
 def money_audit() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("money_audit", MONEY_AUDIT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["money_audit"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("money_audit")
 
 
 @pytest.mark.timeout(120)
@@ -77,17 +74,9 @@ def test_money_audit_smoke_every_finding_is_charged_once_per_job(money_audit: Mo
     assert budget.refused == 4 and budget.budget is not None and budget.charged_total <= budget.budget
 
 
-MILLION = BENCH.parent / "million.py"
-
-
 @pytest.fixture(scope="module")
 def million() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("million", MILLION)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["million"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("million")
 
 
 @pytest.mark.timeout(120)
@@ -113,10 +102,7 @@ def test_million_smoke_times_every_command_in_a_fresh_process(million: ModuleTyp
 def test_million_run_smoke_resumes_a_large_run_and_measures_it(tmp_path: Path) -> None:
     # issue 15's runner benchmark at 5,000 jobs for a few seconds: the runner sends, finishes jobs, and its memory
     # and first enqueue are measured (sane, not fast)
-    spec = importlib.util.spec_from_file_location("million_run", BENCH.parent / "million_run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("million_run")
     result = module.measure(tmp_path, 5_000, 6.0, 16)
     assert result["first_enqueue_s"] is not None and 0 < result["first_enqueue_s"] < 60, result
     assert result["done"] > 0 and 10 < result["peak_rss_mb"] < 1_000, result
