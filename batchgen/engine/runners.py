@@ -118,7 +118,7 @@ class RunnerSeats:
     def still_holds(self, lease: Lease) -> bool:
         """Whether the lease's runner is still live with its token (a read, on a fresh connection)."""
         with self._read() as db:
-            return db.execute(select(RUNNERS.c.id).where(*_this_runner(lease))).first() is not None
+            return _is_live(db, lease)
 
     def release_run(self, lease: Lease) -> None:
         """Leave the run: its jobs go back to nobody (a no-op for a runner already ended)."""
@@ -250,10 +250,13 @@ def _run_row_of(lease: Lease) -> tuple[ColumnElement[bool], ...]:
     return RUNS.c.id == lease.run_id, RUNS.c.epoch == lease.epoch
 
 
+def _is_live(db: Connection, lease: Lease) -> bool:
+    return db.execute(select(RUNNERS.c.id).where(*_this_runner(lease))).first() is not None
+
+
 def fence(db: Connection, lease: Lease) -> None:
     """Inside a write: the runner's row must still be live with the lease's token (LeaseLostError otherwise)."""
-    live = db.execute(select(RUNNERS.c.id).where(*_this_runner(lease))).first()
-    if live is None:
+    if not _is_live(db, lease):
         raise lease_lost()
 
 
