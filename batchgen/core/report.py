@@ -31,20 +31,27 @@ from batchgen.core.export import cell_text
 from batchgen.core.jobs import JobRow, JobStatus, canonical_json
 from batchgen.core.money import LedgerRow, Money
 from batchgen.core.report_assets import CSS, JS
+from batchgen.core.report_tally import PSEUDO_AXES, RunTally, axis_value
 from batchgen.errors import BatchgenError
 
 __all__ = [
+    "FigureBudget",
+    "GridRow",
     "Layout",
     "axis_names",
     "choose_layout",
     "estimated_finish",
+    "filters_html",
+    "fixed_axes_html",
+    "grid_table",
+    "html_document",
     "job_figure",
     "relative_href",
     "render_report",
+    "section_label",
     "summary_html",
 ]
 
-PSEUDO_AXES = ("model", "prompt")
 # A page opens at any size: the first DRAWN_FIGURES figures are drawn at once, every later table row waits as data
 # (in groups of about LATER_FIGURES figures) until it comes near the window; media load only as they come near.
 DRAWN_FIGURES = 200
@@ -70,17 +77,6 @@ class Layout:
     rows_axis: str | None
     cols_axis: str | None
     section_axes: tuple[str, ...] = ()
-
-
-def axis_value(row: JobRow, name: str) -> Any:
-    """The value of one axis for a job: a parameter wins over a same-named variable, as in the export."""
-    if name == "prompt":
-        return row.prompt
-    if name == "model":
-        return row.model
-    if name in row.params:
-        return row.params[name]
-    return row.variables.get(name)
 
 
 def axis_names(rows: Iterable[JobRow]) -> list[str]:
@@ -114,14 +110,18 @@ class _AxisKeys:
         return True
 
 
-def _distinct(rows: Sequence[JobRow], axis: str) -> int:
-    return len({canonical_json(axis_value(row, axis)) for row in rows})
-
-
-def choose_layout(rows: Sequence[JobRow], rows_axis: str | None = None, cols_axis: str | None = None) -> Layout:
+def choose_layout(
+    rows: Sequence[JobRow],
+    rows_axis: str | None = None,
+    cols_axis: str | None = None,
+    *,
+    names: Sequence[str] | None = None,
+) -> Layout:
     """Pick the grid: the named axes, else the two independent varying axes with the most distinct values
-    (the larger down the rows); every remaining axis not already fixed by the grid becomes a section axis."""
-    names = axis_names(rows)
+    (the larger down the rows); every remaining axis not already fixed by the grid becomes a section axis.
+
+    `names` are the run's axes when `rows` are a sample of it (a large report lays out from a sample)."""
+    names = list(names) if names is not None else axis_names(rows)
     for chosen in (rows_axis, cols_axis):
         if chosen is not None and chosen not in names:
             raise BatchgenError(f"no axis named {chosen!r} in this run; choose one of: {', '.join(names)}")
@@ -176,11 +176,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.1f}s"
 
 
-def _times(rows: Sequence[JobRow]) -> list[datetime]:
-    moments = [t for r in rows for t in (r.intent_at, r.enqueued_at, r.started_at, r.completed_at)]
-    return [t for t in moments if isinstance(t, datetime) and t.tzinfo is not None]
-
-
 def estimated_finish(rows: Sequence[JobRow]) -> datetime | None:
     """When the unfinished jobs should be done, at the pace jobs have finished so far (from the first intent to the
     last finish); None while nothing has finished, or when nothing is left."""
@@ -196,20 +191,12 @@ def estimated_finish(rows: Sequence[JobRow]) -> datetime | None:
     return last + timedelta(seconds=left * elapsed / len(finishes))
 
 
-def _summary(rows: Sequence[JobRow], layout: Layout, eta: datetime | None = None) -> str:
-    counts = {s: sum(1 for r in rows if r.status == s) for s in JobStatus}
-    costs = [r.cost for r in rows if r.cost is not None]
-    estimates = [r.estimated_cost for r in rows if r.estimated_cost is not None]
-    times = _times(rows)
-    done = all(r.status.is_terminal for r in rows)
-    wall = _duration((max(times) - min(times)).total_seconds()) if times else "—"
-    items = [("jobs", str(len(rows)))]
-    items += [(str(s), str(n)) for s, n in counts.items() if n]
-    items += [
-        ("cost", _money(sum(costs) if costs else None)),
-        ("estimated", _money(sum(estimates) if estimates else None)),
-    ]
-    items.append(("wall time" if done else "wall time so far", wall))
+def _summary(tally: RunTally, layout: Layout, eta: datetime | None = None) -> str:
+    wall = _duration((tally.last - tally.first).total_seconds()) if tally.first and tally.last else "—"
+    items = [("jobs", str(tally.jobs))]
+    items += [(str(s), str(tally.counts[s])) for s in JobStatus if tally.counts.get(s)]
+    items += [("cost", _money(tally.cost)), ("estimated", _money(tally.estimated))]
+    items.append(("wall time" if tally.done else "wall time so far", wall))
     if eta is not None:
         items.append(("eta", f"~{eta:%H:%M:%S} UTC"))
     grid = [f"rows: {layout.rows_axis or '—'}", f"columns: {layout.cols_axis or '—'}"]
@@ -220,16 +207,19 @@ def _summary(rows: Sequence[JobRow], layout: Layout, eta: datetime | None = None
     return f'<div class="summary"><dl>{cells}</dl></div>'
 
 
-def _fixed_axes(rows: Sequence[JobRow]) -> str:
-    fixed = [n for n in axis_names(rows) if _distinct(rows, n) == 1]
-    parts = [f"<b>{_e(n)}</b>: {_e(axis_value(rows[0], n))}" for n in fixed]
+def fixed_axes_html(tally: RunTally) -> str:
+    """The line naming the axes every job shares, and their values."""
+    parts = [f"<b>{_e(n)}</b>: {_e(value)}" for n, value in tally.fixed_axes()]
     return f'<p class="fixed">same for every job · {" · ".join(parts)}</p>' if parts else ""
 
 
-def _filters(rows: Sequence[JobRow], every_status: bool = False) -> str:
-    present = [s for s in JobStatus if every_status or any(r.status == s for r in rows)]
+def filters_html(statuses: Iterable[JobStatus]) -> str:
+    """The status filter: a checkbox per status shown (unticked, the page hides that status's jobs)."""
+    present = set(statuses)
     boxes = "".join(
-        f'<label><input type="checkbox" checked data-status="{_e(str(s))}"> {_e(str(s))}</label>' for s in present
+        f'<label><input type="checkbox" checked data-status="{_e(str(s))}"> {_e(str(s))}</label>'
+        for s in JobStatus
+        if s in present
     )
     return f'<div class="filters">show: {boxes}</div>'
 
@@ -293,10 +283,10 @@ def _header(value: Any, scope: str) -> str:
     return f'<th scope="{scope}"><span class="clamp" title="{text}">{text}</span></th>'
 
 
-class _Drawn:
-    """How many figures the page still draws at once; the rows after those wait as data (`_later`)."""
+class FigureBudget:
+    """How many figures a page still draws at once; the rows after those wait as data (`_later`)."""
 
-    def __init__(self, figures: int) -> None:
+    def __init__(self, figures: int = DRAWN_FIGURES) -> None:
         self.left = figures
 
 
@@ -311,37 +301,39 @@ def _later(rows: list[str], columns: int) -> str:
     )
 
 
-def _table(
-    rows: Sequence[JobRow], layout: Layout, cells: dict[tuple[str, ...], list[str]], section: str, drawn: _Drawn
-) -> str:
-    row_values, col_values = _values(rows, layout.rows_axis), _values(rows, layout.cols_axis)
+# One table row of a grid: the value of the rows axis, and each column's figures (none: an empty cell).
+GridRow = tuple[Any, Sequence[Sequence[str]]]
+
+
+def grid_table(layout: Layout, col_values: Sequence[Any], grid_rows: Iterable[GridRow], budget: FigureBudget) -> str:
+    """A section's grid as a table: a header of `col_values`, then the rows; once `budget` is spent, later rows wait
+    as data the script draws when they come near the window."""
     out = ['<div class="scroll"><table class="grid">']
     if layout.cols_axis is not None:
         corner = f"{layout.rows_axis or ''} ↓ / {layout.cols_axis} →" if layout.rows_axis else f"{layout.cols_axis} →"
         out.append(f'<thead><tr><th class="corner">{_e(corner)}</th>')
-        out += [_header(v, "col") for _, v in col_values]
+        out += [_header(v, "col") for v in col_values]
         out.append("</tr></thead>")
     out.append("<tbody>")
     columns = len(col_values) + (layout.rows_axis is not None or layout.cols_axis is not None)
     waiting: list[str] = []
     waiting_figures = 0
-    for row_key, row_value in row_values:
+    for row_value, cells in grid_rows:
         tr = ["<tr>"]
         if layout.rows_axis is not None:
             tr.append(_header(row_value, "row"))
         elif layout.cols_axis is not None:
             tr.append('<th scope="row"></th>')
         figures_in_row = 0
-        for col_key, _ in col_values:
-            figures = cells.get((section, row_key, col_key))
+        for figures in cells:
             if figures:
                 figures_in_row += len(figures)
                 tr.append(f'<td class="cell"><div class="repeats">{"".join(figures)}</div></td>')
             else:
                 tr.append('<td class="cell empty">—</td>')
         tr.append("</tr>")
-        if drawn.left > 0:
-            drawn.left -= figures_in_row
+        if budget.left > 0:
+            budget.left -= figures_in_row
             out.append("".join(tr))
             continue
         waiting.append("".join(tr))
@@ -353,6 +345,37 @@ def _table(
         out.append(_later(waiting, columns))
     out.append("</tbody></table></div>")
     return "".join(out)
+
+
+def _table(
+    rows: Sequence[JobRow], layout: Layout, cells: dict[tuple[str, ...], list[str]], section: str, budget: FigureBudget
+) -> str:
+    row_values, col_values = _values(rows, layout.rows_axis), _values(rows, layout.cols_axis)
+    grid_rows = (
+        (row_value, [cells.get((section, row_key, col_key), ()) for col_key, _ in col_values])
+        for row_key, row_value in row_values
+    )
+    return grid_table(layout, [v for _, v in col_values], grid_rows, budget)
+
+
+def section_label(layout: Layout, row: JobRow) -> str:
+    """The heading of the section a job belongs to (`axis = value · ...`); empty when the grid has no sections."""
+    return " · ".join(f"{a} = {_label(axis_value(row, a))}" for a in layout.section_axes)
+
+
+def html_document(title: str, body: str, live_script: str | None = None) -> str:
+    """A report page around `body`: the inline style and script, and the policy that lets only them run."""
+    script, policy = JS, CONTENT_SECURITY_POLICY
+    if live_script is not None:
+        script = JS + live_script
+        policy = policy.replace(_sha256(JS), _sha256(script)) + "; connect-src 'self'"
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(policy)}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="generator" content="batchgen"><title>{_e(title)}</title><style>{CSS}</style></head>'
+        f"<body>{body}<script>{script}</script></body></html>\n"
+    )
 
 
 def _money_box(money: Money, unused: Sequence[LedgerRow], run: str) -> str:
@@ -377,7 +400,7 @@ def _money_box(money: Money, unused: Sequence[LedgerRow], run: str) -> str:
 
 
 def summary_html(
-    rows: Sequence[JobRow],
+    rows: Sequence[JobRow] | RunTally,
     layout: Layout,
     *,
     money: Money | None = None,
@@ -386,10 +409,12 @@ def summary_html(
     eta: datetime | None = None,
 ) -> str:
     """The summary (counts, cost, times, the grid's axes) and, when `money` is given, the money box: the piece of
-    the page above the grid that the live gallery replaces as one."""
-    html = _summary(rows, layout, eta) if rows else ""
+    the page above the grid that the live gallery replaces as one. `rows` may come already added up (a run too
+    large to hold)."""
+    tally = rows if isinstance(rows, RunTally) else RunTally.of(rows)
+    html = _summary(tally, layout, eta) if tally.jobs else ""
     if money is not None:
-        html += _money_box(money, unused, rows[0].run if rows else run)
+        html += _money_box(money, unused, run)
     return html
 
 
@@ -422,30 +447,21 @@ def render_report(
         sections.setdefault(section, []).append(job)
         row_key, col_key = (canonical_json(axis_value(job, a)) if a else "" for a in axis_keys)
         cells.setdefault((section, row_key, col_key), []).append(job_figure(job, media_href(job)))
-    summary = summary_html(jobs, layout, money=money, unused=unused, run=title, eta=eta)
+    tally = RunTally.of(jobs)
+    run = jobs[0].run if jobs else title
+    summary = summary_html(tally, layout, money=money, unused=unused, run=run, eta=eta)
     body = [f"<h1>{_e(title)}</h1>", f'<div id="live-summary">{summary}</div>' if live_script else summary]
-    body.append(_fixed_axes(jobs) if jobs else "")
-    body.append(_filters(jobs, every_status=live_script is not None))
+    body.append(fixed_axes_html(tally))
+    body.append(filters_html(JobStatus if live_script is not None else tally.counts))
     if not jobs:
         body.append("<p>No jobs in this run yet.</p>")
-    drawn = _Drawn(DRAWN_FIGURES)
+    budget = FigureBudget(DRAWN_FIGURES)
     if len(jobs) > DRAWN_FIGURES:
         body.append(f"<noscript><p>Without JavaScript this page shows its first {DRAWN_FIGURES} jobs.</p></noscript>")
     for section, members in sections.items():
         body.append('<section class="plane">')
         if layout.section_axes:
-            label = " · ".join(f"{a} = {_label(axis_value(members[0], a))}" for a in layout.section_axes)
-            body.append(f"<h2>{_e(label)}</h2>")
-        body.append(_table(members, layout, cells, section, drawn))
+            body.append(f"<h2>{_e(section_label(layout, members[0]))}</h2>")
+        body.append(_table(members, layout, cells, section, budget))
         body.append("</section>")
-    script, policy = JS, CONTENT_SECURITY_POLICY
-    if live_script is not None:
-        script = JS + live_script
-        policy = policy.replace(_sha256(JS), _sha256(script)) + "; connect-src 'self'"
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_e(policy)}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<meta name="generator" content="batchgen"><title>{_e(title)}</title><style>{CSS}</style></head>'
-        f"<body>{''.join(body)}<script>{script}</script></body></html>\n"
-    )
+    return html_document(title, "".join(body), live_script)

@@ -49,8 +49,9 @@ def render(rows: list[JobRow], **kwargs: str | None) -> str:
 
 def test_public_api() -> None:
     assert set(report.__all__) == {
-        "Layout", "axis_names", "choose_layout", "estimated_finish", "job_figure", "relative_href", "render_report",
-        "summary_html",
+        "FigureBudget", "GridRow", "Layout", "axis_names", "choose_layout", "estimated_finish", "filters_html",
+        "fixed_axes_html", "grid_table", "html_document", "job_figure", "relative_href", "render_report",
+        "section_label", "summary_html",
     }  # fmt: skip
 
 
