@@ -22,12 +22,12 @@ from batchgen.cli.options import (
     settings,
 )
 from batchgen.core.export import write_csv, write_jsonl
-from batchgen.core.jobs import JobRow, JobStatus
-from batchgen.core.report import relative_href, render_report
+from batchgen.core.jobs import JobStatus
 from batchgen.engine.cancel import cancel_run
 from batchgen.engine.job_stream import write_export
 from batchgen.engine.outputs import write_atomically
 from batchgen.engine.oxen_repo import commit_run
+from batchgen.engine.report_pages import job_media_file, write_report
 from batchgen.engine.unused import fetch_unused
 
 
@@ -254,30 +254,15 @@ def report_command(
     cols_axis: ColsAxisOption = None,
     db: DbOption = None,
 ) -> None:
-    """Write a self-contained HTML contact sheet of a run: two axes as a grid, the others as sections."""
+    """Write a self-contained HTML contact sheet of a run: two axes as a grid, the others as sections. Past
+    10,000 jobs it is an index page with the sections' pages (1,000 jobs each at most) in a folder next to it."""
     with existing_store(db) as store:
         info = store.get_run(run)
-        name, out_dir, rows = info.name, info.out_dir, store.job_rows(info.id)
-        money, unused = store.money(info.id), store.unused_generations(info.id)
-    target = Path(output) if output else Path(out_dir) / "report.html"
-    report_dir = target.absolute().parent
-
-    def media_href(row: JobRow) -> str | None:
-        found = _output_file(row.output_path, out_dir) if row.output_path else None
-        return relative_href(found.absolute(), report_dir) if found else None
-
-    html = render_report(
-        rows, title=f"batchgen · {name}", media_href=media_href, rows_axis=rows_axis, cols_axis=cols_axis,
-        money=money, unused=unused,
-    )  # fmt: skip
-    write_atomically(target, lambda out: out.write(html))
-    stderr.print(f"wrote {target} ({len(rows)} job(s) of run {name})")
-
-
-def _output_file(output_path: str, out_dir: str) -> Path | None:
-    """Where a job's file is on disk: as stored, or relative to the output directory's parent, or inside it."""
-    stored = Path(output_path)
-    for candidate in (stored, Path(out_dir).parent / stored, Path(out_dir) / stored.name):
-        if candidate.is_file():
-            return candidate
-    return None
+        target = Path(output) if output else Path(info.out_dir) / "report.html"
+        out_dir = info.out_dir
+        written = write_report(
+            store, info, target, media_file=lambda row: job_media_file(row, out_dir), rows_axis=rows_axis,
+            cols_axis=cols_axis,
+        )  # fmt: skip
+    pages = f", {written.pages:,} page(s) in {written.folder}" if written.folder else ""
+    stderr.print(f"wrote {target} ({written.jobs:,} job(s) of run {info.name}{pages})")

@@ -60,6 +60,10 @@ details dl { margin: 4px 0 0; display: grid; grid-template-columns: auto 1fr; ga
 details dt { color: var(--muted); }
 details dd { margin: 0; color: var(--fg); white-space: pre-wrap; word-break: break-word; }
 .grid tr.later td { border: none; background: none; padding: 0; }
+nav.pages { margin: 12px 2px; display: flex; flex-wrap: wrap; gap: 4px 10px; font-size: 13px; }
+.paged { color: var(--muted); margin: 12px 2px 0; font-size: 13px; }
+ol.pages { margin: 0; padding-left: 28px; columns: 18em; font-size: 13px; }
+ol.pages .count { color: var(--muted); font-size: 11px; }
 """ + "".join(f"body.hide-{s} figure.job.st-{s} {{ display: none; }}\n" for s in JobStatus)
 
 # Status filters: unticking a status hides its jobs (rules in CSS); videos play on hover (contact-sheet style).
