@@ -3,8 +3,10 @@ real state store (sizes injected as parameters, so a few dozen jobs make many pa
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from html import unescape
@@ -16,7 +18,7 @@ import pytest
 from batchgen.core.jobs import JobRow, JobSpec
 from batchgen.core.remote import RemoteGeneration
 from batchgen.core.report_pages import page_file, plan_pages
-from batchgen.emulator.media import png_bytes
+from batchgen.emulator.media import mp4_bytes
 from batchgen.engine.report_pages import WrittenReport, job_media_file, pages_folder, write_report
 from batchgen.engine.store import NewJob, Store
 from batchgen.errors import OutputError
@@ -29,7 +31,7 @@ JOBS = len(SUBJECTS) * 2 * 2 * 2  # subjects x seconds x styles x repeats
 
 @pytest.fixture(scope="module")
 def run_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """A run of 72 jobs (9 subjects x 2 seconds x 2 styles x 2 repeats): a PNG on disk for every job but every
+    """A run of 72 jobs (9 subjects x 2 seconds x 2 styles x 2 repeats): an MP4 on disk for every job but every
     ninth, which failed. Built once: the tests only read it."""
     state = tmp_path_factory.mktemp("run")
     store = Store.open(state / "state.db")
@@ -60,8 +62,8 @@ def run_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     sent = [job for job in jobs if job not in refused]
     store.record_enqueued(lease, [(job, f"g{job.id}") for job in sent])
     for job in sent:
-        path = out / f"{job.key}.png"
-        path.write_bytes(png_bytes(job.key))
+        path = out / f"{job.key}.mp4"
+        path.write_bytes(mp4_bytes(job.key))
         remote = RemoteGeneration(f"g{job.id}", "succeeded", completed_at=T0)
         store.mark_succeeded_remotely(lease, job, remote, download=True)
         store.mark_downloaded(lease, job, path=str(path), sha256="0" * 64, size=path.stat().st_size)
@@ -117,7 +119,7 @@ def test_links_between_pages_and_to_media_resolve_from_each_pages_folder(run_sto
         assert target.resolve() in hrefs
         assert (pages[n - 1].resolve() in hrefs) == (n > 0)  # previous
         assert (n + 1 < len(pages) and pages[n + 1].resolve() in hrefs) == (n + 1 < len(pages))  # next
-        media += sum(1 for attr, path in found if attr == "src" and path.suffix == ".png")
+        media += sum(1 for attr, path in found if attr == "src" and path.suffix == ".mp4")
     assert media == JOBS - JOBS // 9  # every job that has a file shows it
 
 
@@ -191,3 +193,39 @@ def test_pages_are_cut_at_sections_and_before_a_row_that_would_overflow() -> Non
     assert plan_pages([], 8) == []
     with pytest.raises(ValueError):
         plan_pages(rows, 0)
+
+
+# What a section page shows once open: its figures, videos loaded so far (near the window), where its links go.
+PAGE_STATE = """
+JSON.stringify({
+  title: document.title,
+  figures: document.querySelectorAll("figure.job").length,
+  cells: document.querySelectorAll("td.cell").length,
+  loaded: [...document.querySelectorAll("figure.job video")].filter((v) => v.readyState >= 1).length,
+  next: (document.querySelector('a[rel="next"]') || {}).href || null,
+  index: document.querySelector('a[rel="index"]').href,
+})
+"""
+
+
+@pytest.mark.browser
+def test_a_section_page_draws_in_chromium_and_links_on(run_store: Store, tmp_path: Path) -> None:
+    from .test_report_browser import DevTools, chromium_path, console_errors, evaluate, open_page
+
+    target = tmp_path / "report.html"
+    write(run_store, target, single_file_jobs=20, page_figures=24)
+    first = pages_folder(target) / page_file(1)
+    jobs_on_page = len(KEY.findall(first.read_text(encoding="utf-8")))
+    browser = DevTools(chromium_path(), tmp_path / "profile")
+    try:
+        session = open_page(browser, first.as_uri())
+        deadline = time.monotonic() + 20
+        while (page := json.loads(evaluate(browser, session, PAGE_STATE)))["loaded"] == 0:
+            assert time.monotonic() < deadline, page  # the videos in view load
+            time.sleep(0.05)
+        assert page["figures"] == jobs_on_page > 0 and page["cells"] > 0
+        assert page["next"] == (pages_folder(target) / page_file(2)).as_uri()
+        assert page["index"] == target.as_uri()
+        assert console_errors(browser) == []
+    finally:
+        browser.close()
