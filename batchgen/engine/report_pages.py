@@ -16,6 +16,7 @@ mismatched pages.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -73,10 +74,11 @@ def job_media_file(row: JobRow, out_dir: str) -> Path | None:
     """Where a job's file is on disk: as stored, or relative to the output directory's parent, or inside it."""
     if not row.output_path:
         return None
-    stored = Path(row.output_path)
-    for candidate in (stored, Path(out_dir).parent / stored, Path(out_dir) / stored.name):
-        if candidate.is_file():
-            return candidate
+    stored = row.output_path  # strings, not Paths: this runs once per job, a million times for a large run
+    name = os.path.basename(stored)
+    for candidate in (stored, os.path.join(os.path.dirname(out_dir), stored), os.path.join(out_dir, name)):
+        if os.path.isfile(candidate):
+            return Path(candidate)
     return None
 
 
