@@ -95,6 +95,8 @@ def write_report(
 ) -> WrittenReport:
     """Write the run's report to `target`: one file up to `single_file_jobs` jobs, else an index there and pages of
     at most `page_figures` jobs in `pages_folder(target)`. `media_file(row)` is the job's file on disk, or None."""
+    if target.is_dir():
+        raise OutputError(f"cannot write the report to {target}: it is a folder (name an HTML file in it)")
     overview = store.overview(run.id)
     title = f"batchgen · {run.name}"
     if sum(overview.counts.values()) <= single_file_jobs:
@@ -106,13 +108,15 @@ def write_report(
         )  # fmt: skip
         write_atomically(target, lambda out: out.write(html))
         return WrittenReport(target, len(rows))
+    folder = pages_folder(target)
+    if folder.exists() and not folder.is_dir():  # said now, not after the first pass over a million jobs
+        raise OutputError(f"cannot write the report's pages to {folder}: it is a file (move it away, or choose -o)")
     with store.job_row_stream(run.id) as jobs:
         tally, sample = RunTally(), LayoutSample()
         for row in jobs.rows():
             tally.add(row)
             sample.add(row)
         layout = choose_layout(sample.rows, rows_axis, cols_axis, names=tally.axis_names)
-        folder = pages_folder(target)
         with _staging(folder) as staging:
             plans = _write_pages(jobs, layout, tally, staging, folder, target, title, media_file, page_figures)
             index = index_html(
@@ -130,8 +134,6 @@ def _href(found: Path | None, report_dir: Path) -> str | None:
 @contextlib.contextmanager
 def _staging(folder: Path) -> Iterator[Path]:
     """A hidden folder next to `folder` for the new pages; removed, with whatever is in it, on any failure."""
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"cannot write the report's pages to {folder}: it is a file (move it away, or choose -o)")
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))

@@ -172,12 +172,18 @@ def test_a_crash_on_the_first_write_leaves_no_index(run_store: Store, tmp_path: 
     assert os.listdir(target.parent) == []
 
 
-def test_a_file_where_the_pages_folder_goes_is_an_output_error(run_store: Store, tmp_path: Path) -> None:
+def test_a_file_where_the_pages_go_or_a_folder_as_the_report_is_an_output_error(
+    run_store: Store, tmp_path: Path
+) -> None:
     target = tmp_path / "report.html"
     pages_folder(target).write_text("mine", encoding="utf-8")
     with pytest.raises(OutputError, match="report-pages: it is a file"):
         write(run_store, target, single_file_jobs=20, page_figures=10)
     assert pages_folder(target).read_text(encoding="utf-8") == "mine" and not target.exists()
+    with pytest.raises(OutputError, match="it is a folder"):
+        write(run_store, tmp_path, single_file_jobs=20, page_figures=10)
+    with pytest.raises(OutputError, match="it is a folder"):
+        write(run_store, tmp_path, single_file_jobs=JOBS, page_figures=10)  # one file: the same words
 
 
 def test_pages_are_cut_at_sections_and_before_a_row_that_would_overflow() -> None:
