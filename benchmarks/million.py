@@ -316,8 +316,17 @@ def main() -> int:
     print(text)
     if not args.smoke and args.jobs is None and args.cells is None:
         command = "python benchmarks/million.py"
-        write_section(args.output, SECTION, section(text, command))
+        write_section(args.output, SECTION, section(text, command) + report_rows(args.output))
     return 0
+
+
+def report_rows(path: Path) -> str:
+    """The paged report's rows (benchmarks/million_report.py) in this section, kept when it is rewritten."""
+    begin, end = "<!-- report-pages:begin -->", "<!-- report-pages:end -->"
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if begin not in old or end not in old:
+        return ""
+    return "\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
 
 
 @contextlib.contextmanager
