@@ -16,6 +16,8 @@ from batchgen.core.progress import safe_file_stem
 from batchgen.engine.book import Halt, JobBook
 from batchgen.engine.client import OxenClient
 from batchgen.engine.options import RunOptions
+from batchgen.engine.per_turn import PerTurn
+from batchgen.engine.records import Fetched
 from batchgen.engine.store import JobState, Lease, Store
 from batchgen.errors import (
     ApiError,
@@ -91,6 +93,9 @@ class Downloader:
         self.out_dir, self.run_name, self.options = out_dir, run_name, options
         self.limiter = anyio.CapacityLimiter(options.download_concurrency)
         self.tg: TaskGroup | None = None
+        self._fetched = PerTurn(
+            self._commit_fetched, lambda: self.tg
+        )  # results on disk, their commit waiting for this turn's
 
     def start(self, job: JobState) -> None:
         """Download `job`'s result in the background (the run's task group)."""
@@ -117,5 +122,10 @@ class Downloader:
             self.book.moved(job, JobStatus.FAILED)
             return
         digest, size = fetched
-        self.store.mark_downloaded(self.lease, job, path=str(dest), sha256=digest, size=size)
-        self.book.moved(job, JobStatus.SUCCEEDED)
+        self._fetched.add(Fetched(job, str(dest), digest, size))
+
+    async def _commit_fetched(self, batch: list[Fetched]) -> None:
+        """The downloads finished in one turn of the loop, recorded in one transaction."""
+        self.store.mark_many_downloaded(self.lease, batch)
+        for fetched in batch:
+            self.book.moved(fetched.job, JobStatus.SUCCEEDED)

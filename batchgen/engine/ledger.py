@@ -3,13 +3,14 @@ paid-but-unused). Rows are added and updated, never deleted."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, case, func, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from batchgen.core.jobs import canonical_json
@@ -56,6 +57,70 @@ def insert_generation(
         raise IllegalTransition(
             f"generation {generation_id} is already in the ledger: it cannot have two jobs"
         ) from exc
+
+
+def insert_generations(
+    db: Connection, run_id: int, pairs: Sequence[tuple[JobState, str]], *, how: str, now: datetime
+) -> None:
+    """`insert_generation` for the ids of several enqueue replies: one executemany (none is inserted when one of
+    the ids is in the ledger already)."""
+    if len(pairs) == 1:
+        job, generation_id = pairs[0]
+        insert_generation(db, run_id, job, generation_id, how=how, now=now)
+        return
+    rows = [
+        {
+            "generation_id": generation_id,
+            "run_id": run_id,
+            "job_id": job.id,
+            "model": job.model,
+            "request_json": canonical_json(job.params),
+            "how": how,
+            "seen_at": now,
+            "enqueued_at": None,
+            "remote_status": "queued",
+            "estimated_cost": job.estimated_cost,
+            "result_url": None,
+            "updated_at": now,
+        }
+        for job, generation_id in pairs
+    ]
+    try:
+        db.execute(insert(GENERATIONS), rows)
+    except IntegrityError as exc:
+        ids = ", ".join(generation_id for _, generation_id in pairs)
+        raise IllegalTransition(
+            f"one of the generations {ids} is already in the ledger (or given twice): no generation can have two jobs"
+        ) from exc
+
+
+def observed_many(db: Connection, seen: Sequence[tuple[JobState, RemoteGeneration]]) -> None:
+    """`observed` for several generations: one executemany per set of facts given."""
+    by_facts: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    now = utcnow()
+    for job, remote in seen:
+        if remote.is_known_status and job.generation_id:
+            facts = present(result_url=remote.result_url)
+            by_facts.setdefault(tuple(sorted(facts)), []).append(
+                {"gid": job.generation_id, "v_remote_status": remote.status, "now": now}
+                | {f"v_{k}": v for k, v in facts.items()}
+            )
+    for columns, params in by_facts.items():
+        db.execute(_setting_status(columns), params)
+
+
+@functools.cache
+def _setting_status(columns: tuple[str, ...]) -> Any:
+    """The ledger's UPDATE of a generation's remote status (and `columns`), built once (issue 15)."""
+    return (
+        update(GENERATIONS)
+        .where(GENERATIONS.c.generation_id == bindparam("gid"))
+        .values(
+            remote_status=bindparam("v_remote_status"),
+            updated_at=bindparam("now"),
+            **{column: bindparam(f"v_{column}") for column in columns},
+        )
+    )
 
 
 def observed(db: Connection, job: JobState, remote: RemoteGeneration) -> None:

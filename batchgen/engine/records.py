@@ -82,3 +82,13 @@ class RunOverview:
     estimated_total: float
     money: Money
     unused: list[LedgerRow]  # paid (or running) generations no job uses, oldest first
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A job's result, on disk: where, its SHA-256 and its size (what `mark_downloaded` records)."""
+
+    job: JobState
+    path: str
+    sha256: str
+    size: int

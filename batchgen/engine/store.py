@@ -35,7 +35,7 @@ from batchgen.engine.migrations import apply_migrations
 from batchgen.engine.overview import run_overview
 from batchgen.engine.postgres import lock_for_writing, postgres_engine, postgres_error, shown
 from batchgen.engine.records import JobState, Lease, NewJob, RunInfo, RunOverview
-from batchgen.engine.runners import RunnerSeats, fence, hold, live_runner
+from batchgen.engine.runners import RunnerSeats, fence, fence_holding, live_runner
 from batchgen.engine.sqlite import as_utc, on_begin, on_connect, pragma, state_error, utcnow
 from batchgen.engine.transitions import JobTransitions, apply_event
 from batchgen.errors import StateError
@@ -372,9 +372,10 @@ class Store(JobTransitions, RunnerSeats):
         runners share (a completion, a download). Writes that decide on money or places (intents, adoptions) and
         run-wide ones keep it."""
         with self._write(durable=durable, run_id=lease.run_id, lock=lock) as db:
-            fence(db, lease)
-            if holding is not None:
-                hold(db, lease, holding)
+            if holding is None:
+                fence(db, lease)
+            else:
+                fence_holding(db, lease, holding)
             yield db
 
     @contextmanager

@@ -13,6 +13,7 @@ from batchgen.engine.book import OUT_OF_CREDITS, Halt, JobBook, request_key
 from batchgen.engine.client import OxenClient
 from batchgen.engine.heartbeat import LeaseKeeper
 from batchgen.engine.options import RunOptions
+from batchgen.engine.per_turn import PerTurn
 from batchgen.engine.reconcile import Reconciler
 from batchgen.engine.scheduler import SubmitGate
 from batchgen.engine.store import JobState, Lease, Store
@@ -54,8 +55,9 @@ class Submitter:
         self.running = False
         self.full = False  # the last intents found the run's concurrency full (other runners hold the places)
         self.tg: TaskGroup | None = None
-        self._replies: list[tuple[JobState, str]] = []  # enqueue replies read, their ids not yet committed
-        self._adopting = False  # a task is committing replies: later ones join its next transaction
+        self._replies = PerTurn(
+            self._commit_replies, lambda: self.tg
+        )  # enqueue replies read, their ids not yet committed
 
     def wake(self) -> None:
         """Start submitting again if jobs wait and nothing stopped it (a requeue after the loop had ended)."""
@@ -234,30 +236,19 @@ class Submitter:
             return
         self.tracker.unreachable_since = None
         self.book.limit.succeeded()
-        await self._adopt(list(zip(group, ids, strict=True)))
+        self._adopt(list(zip(group, ids, strict=True)))
 
-    async def _adopt(self, pairs: list[tuple[JobState, str]]) -> None:
+    def _adopt(self, pairs: list[tuple[JobState, str]]) -> None:
         """Commit generation ids as their replies come in, the replies read in the same turn of the loop in one
-        transaction: a wave of enqueues sent together comes back together, and one fenced write per reply was a
-        third of the runner's store time (issue 15). The first reply commits, the others join it; a reply
-        waits at most one turn of the loop, and until its commit the job is `submitting`, as it was between the
-        reply and its own commit before (a runner lost meanwhile leaves it to reconciliation)."""
-        self._replies.extend(pairs)
-        if self._adopting:
-            return
-        self._adopting = True
-        try:
-            while True:
-                await anyio.lowlevel.checkpoint()  # replies already read join this transaction
-                batch, self._replies = self._replies, []
-                if not batch:
-                    return
-                self.store.record_enqueued(self.lease, batch)
-                for job, generation_id in batch:
-                    self.book.adopted(job, generation_id)
-                    await self.tracker.adopted(job)
-        finally:
-            self._adopting = False
+        transaction (engine/per_turn.py): until its commit a job is `submitting`, as it was between the reply and
+        its own commit before (a runner lost meanwhile leaves it to reconciliation)."""
+        self._replies.add(*pairs)
+
+    async def _commit_replies(self, batch: list[tuple[JobState, str]]) -> None:
+        self.store.record_enqueued(self.lease, batch)
+        for job, generation_id in batch:
+            self.book.adopted(job, generation_id)
+            await self.tracker.adopted(job)
 
     def requeue(self, group: list[JobState], exc: ApiError) -> None:
         """Nothing was created: the jobs go back to the front of the line, and submitting pauses."""

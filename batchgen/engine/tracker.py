@@ -20,6 +20,7 @@ from batchgen.core.stream_health import PollSchedule, StreamHealth, StreamMode
 from batchgen.engine.book import ACTIVE, OUT_OF_CREDITS, Halt, JobBook
 from batchgen.engine.client import OxenClient
 from batchgen.engine.options import RunOptions
+from batchgen.engine.per_turn import PerTurn
 from batchgen.engine.store import JobState, Lease, Store
 from batchgen.errors import ApiError, ApiUnreachableError, AuthError
 
@@ -55,13 +56,15 @@ class Tracker:
         self.polled_at: dict[int, float] = {}  # job id -> its last poll on the schedule
         self.reconnect: Callable[[], None] | None = None  # drops the event stream so it connects again
         self._noted: tuple[StreamMode, str | None] | None = None
+        self._succeeding: set[int] = set()  # jobs whose success is heard, its commit waiting for this turn's batch
+        self._successes = PerTurn(self._commit_successes, lambda: self.tg)
 
     # ---- what the API says -------------------------------------------------------------------------------
 
     async def observe(self, remote: RemoteGeneration) -> None:
         """Apply what the API says about a generation we own (from an event or a poll); duplicates are no-ops."""
         job = self.book.by_generation.get(remote.generation_id)
-        if job is None or job.status not in ACTIVE:
+        if job is None or not self._active(job):
             return
         self.book.last_heard[job.id] = time.monotonic()
         self.not_found.pop(job.id, None)
@@ -73,11 +76,9 @@ class Tracker:
         if remote.status == "succeeded":
             job.download_url = remote.download_url or job.download_url
             job.result_url = remote.result_url or job.result_url
-            # with downloads off the job is done now: one commit instead of two on the path that frees a slot
-            status = self.store.mark_succeeded_remotely(self.lease, job, remote, download=self.options.download)
-            self.book.moved(job, status)
-            if status is JobStatus.DOWNLOADING:
-                self.on_paid(job)
+            self._succeeding.add(job.id)
+            self._successes.add((job, remote))
+            return
         elif remote.status == "failed":
             error = remote.error or "failed without a message"
             klass = failure_class(error)
@@ -96,6 +97,22 @@ class Tracker:
         if job.status not in ACTIVE:
             self.sent_at.pop(job.id, None)
             self.polled_at.pop(job.id, None)
+
+    async def _commit_successes(self, batch: list[tuple[JobState, RemoteGeneration]]) -> None:
+        """The successes heard in one turn of the loop, in one transaction. With downloads off each job is done
+        now (one commit instead of two on the path that frees a slot); otherwise its download starts."""
+        status = self.store.mark_many_succeeded_remotely(self.lease, batch, download=self.options.download)
+        for job, _ in batch:
+            self._succeeding.discard(job.id)
+            self.book.moved(job, status)
+            self.sent_at.pop(job.id, None)
+            self.polled_at.pop(job.id, None)
+            if status is JobStatus.DOWNLOADING:
+                self.on_paid(job)
+
+    def _active(self, job: JobState) -> bool:
+        """Still in flight for the tracker: active, and not a success waiting for its commit."""
+        return job.status in ACTIVE and job.id not in self._succeeding
 
     def _learn_duration(self, job: JobState, remote: RemoteGeneration) -> None:
         if remote.enqueued_at is not None and remote.completed_at is not None:
@@ -121,7 +138,7 @@ class Tracker:
     async def on_event(self, remote: RemoteGeneration) -> None:
         job = self.book.by_generation.get(remote.generation_id)
         if job is not None:
-            self.health.event(time.monotonic(), self._age_s(remote), news=job.status in ACTIVE)
+            self.health.event(time.monotonic(), self._age_s(remote), news=self._active(job))
             await self.observe(remote)
             return
         # maybe its enqueue reply is still on the way: keep it a while (bounded)
@@ -174,7 +191,7 @@ class Tracker:
         """Read the jobs the schedule says are due (the stream cannot be trusted to tell us)."""
         due = [
             j for j in self.book.jobs.values()
-            if j.status in ACTIVE and j.generation_id and j.id not in self.giving_up
+            if self._active(j) and j.generation_id and j.id not in self.giving_up
             and now >= self._due_at(j, now)
         ]  # fmt: skip
         if not due:
@@ -200,7 +217,7 @@ class Tracker:
         now = time.monotonic()
         targets = [
             j for j in self.book.jobs.values()
-            if j.status in ACTIVE and j.generation_id
+            if self._active(j) and j.generation_id
             and (not only_silent or now - self.book.last_heard.get(j.id, 0.0) >= self.options.silent_after)
         ]  # fmt: skip
         if targets:
@@ -232,14 +249,14 @@ class Tracker:
             if remote is None:
                 self._not_found(job)
             elif remote.is_known_status:
-                if remote.status in ("succeeded", "failed") and job.status in ACTIVE:
+                if remote.status in ("succeeded", "failed") and self._active(job):
                     self.health.missed(time.monotonic(), self._age_s(remote))
                 await self.observe(remote)
 
     def _not_found(self, job: JobState) -> None:
         # one "not found" may be a replica behind: only repeated reads say the generation is gone
         self.not_found[job.id] = self.not_found.get(job.id, 0) + 1
-        if self.not_found[job.id] >= NOT_FOUND_READS and job.status in ACTIVE:
+        if self.not_found[job.id] >= NOT_FOUND_READS and self._active(job):
             error = "the generation vanished from the API"
             self.store.mark_failed(self.lease, job, JobEvent.VANISHED, error=error, error_class="lost")
             self.book.moved(job, JobStatus.FAILED)
@@ -261,7 +278,7 @@ class Tracker:
             return
         now = datetime.now(UTC)
         for job in list(self.book.jobs.values()):
-            if job.status in ACTIVE and job.intent_at and (now - job.intent_at).total_seconds() > limit:
+            if self._active(job) and job.intent_at and (now - job.intent_at).total_seconds() > limit:
                 if job.id not in self.giving_up:
                     self.giving_up.add(job.id)
                     self.tg.start_soon(self._give_up, job)
@@ -270,7 +287,7 @@ class Tracker:
         """Cancel a generation past job_timeout, then read it: one that succeeded meanwhile is paid for, so it is
         downloaded and its job succeeds. A cancel that fails leaves the job in flight (tried again later)."""
         try:
-            if job.status not in ACTIVE:
+            if not self._active(job):
                 return
             try:
                 await self.client.cancel(job.generation_id or "")
@@ -279,7 +296,7 @@ class Tracker:
                 raise Halt(exc) from exc
             except ApiError:
                 return  # still in flight for all we know: the next watchdog round tries again
-            if job.status not in ACTIVE:
+            if not self._active(job):
                 return
             if remote is not None and remote.status in ("succeeded", "failed"):
                 await self.observe(remote)
