@@ -3,8 +3,9 @@ pages (core/report_pages.py) in a folder next to it, streamed from the database 
 
 A large report reads the run's jobs twice from one snapshot (engine/job_stream.py): the first pass adds up the
 summary and keeps a sample to choose the layout from; the second renders each job's figure and files it, with its
-place in the grid, into a spool (an SQLite file in the staging folder), from which the pages are written in grid
-order, one page in memory at a time.
+place in the grid, into a spool (an SQLite file in the staging folder). The snapshot is then let go (a long read
+would keep SQLite's WAL from being checkpointed while runners write), and the pages are written from the spool in
+grid order, one page in memory at a time.
 
 No half-written report is ever left: the pages go into a hidden staging folder next to the index; only once all
 of them are written does the old index go, the staging folder take the pages folder's name (the old folder is
@@ -111,19 +112,23 @@ def write_report(
     folder = pages_folder(target)
     if folder.exists() and not folder.is_dir():  # said now, not after the first pass over a million jobs
         raise OutputError(f"cannot write the report's pages to {folder}: it is a file (move it away, or choose -o)")
-    with store.job_row_stream(run.id) as jobs:
-        tally, sample = RunTally(), LayoutSample()
-        for row in jobs.rows():
-            tally.add(row)
-            sample.add(row)
-        layout = choose_layout(sample.rows, rows_axis, cols_axis, names=tally.axis_names)
-        with _staging(folder) as staging:
-            plans = _write_pages(jobs, layout, tally, staging, folder, target, title, media_file, page_figures)
-            index = index_html(
-                title, tally, layout, plans, relative_href(folder.absolute(), target.absolute().parent),
-                money=overview.money, unused=overview.unused, run=run.name,
-            )  # fmt: skip
-            _switch(staging, folder, target, index)
+    pages_dir = folder.absolute()
+    with _staging(folder) as staging, contextlib.closing(_Spool(staging / ".spool.sqlite")) as spool:
+        with store.job_row_stream(run.id) as jobs:  # the snapshot is let go once the spool holds every figure
+            tally, sample = RunTally(), LayoutSample()
+            for row in jobs.rows():
+                tally.add(row)
+                sample.add(row)
+            layout = choose_layout(sample.rows, rows_axis, cols_axis, names=tally.axis_names)
+            spool.fill(jobs, layout, lambda row: _href(media_file(row), pages_dir))
+        plans = _write_pages(spool, layout, tally, staging, relative_href(target.absolute(), pages_dir), title,
+                             page_figures)  # fmt: skip
+        spool.close()  # before the switch: the spool is in the staging folder, not one of the pages
+        index = index_html(
+            title, tally, layout, plans, relative_href(pages_dir, target.absolute().parent),
+            money=overview.money, unused=overview.unused, run=run.name,
+        )  # fmt: skip
+        _switch(staging, folder, target, index)
     return WrittenReport(target, tally.jobs, folder, len(plans))
 
 
@@ -167,6 +172,7 @@ class _Spool:
     """Every job's figure with its place in the grid, on disk: the pages are read from it in grid order."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.db = sqlite3.connect(path, isolation_level=None)
         for pragma in ("journal_mode = OFF", "synchronous = OFF", "temp_store = FILE", "cache_size = -65536"):
             self.db.execute(f"PRAGMA {pragma}")  # a scratch file: nothing to recover after a crash
@@ -204,6 +210,11 @@ class _Spool:
         self.db.execute("CREATE INDEX grid_rows_in_order ON grid_rows (section, first)")
         self.db.execute("COMMIT")
 
+    def close(self) -> None:
+        """Close and delete the spool (it is not one of the report's files)."""
+        self.db.close()
+        self.path.unlink(missing_ok=True)
+
     def grid_rows(self) -> sqlite3.Cursor:
         """The table rows in order: (section, row key, row label, jobs)."""
         return self.db.execute("SELECT section, row_key, row_label, figures FROM grid_rows ORDER BY section, first")
@@ -229,36 +240,19 @@ def _key_and_label(row: JobRow, axis: str | None) -> tuple[str, str]:
 
 
 def _write_pages(
-    jobs: JobRowStream,
-    layout: Layout,
-    tally: RunTally,
-    staging: Path,
-    folder: Path,
-    target: Path,
-    title: str,
-    media_file: MediaFile,
-    page_figures: int,
+    spool: _Spool, layout: Layout, tally: RunTally, staging: Path, index_href: str, title: str, page_figures: int
 ) -> list[PagePlan]:
-    """Every section page into `staging` (hrefs as from `folder`, where they will be); the plan of the pages."""
-    report_dir = folder.absolute()
-    spool = _Spool(staging / ".spool.sqlite")
-    try:
-        spool.fill(jobs, layout, lambda row: _href(media_file(row), report_dir))
-        headings = {number: heading for number, heading in spool.sections.values()}
-        plans = plan_pages(((s, headings[s], label, n) for s, _, label, n in spool.grid_rows()), page_figures)
-        index_href = relative_href(target.absolute(), report_dir)
-        rows = spool.grid_rows()
-        for plan in plans:  # the table rows again, in the same order, each page taking its share
-            labels = [label for _, label in sorted(spool.columns[plan.section].values())]
-            grid: list[GridRow] = []
-            for _ in range(plan.grid_rows):
-                section, row_key, row_label, _figures = next(rows)
-                grid.append((row_label, spool.cells(section, row_key)))
-            html = section_page_html(
-                title, layout, plan, len(plans), labels, grid, statuses=tally.counts, index_href=index_href
-            )
-            write_atomically(staging / page_file(plan.number), _writer(html))
-    finally:
-        spool.db.close()
-        (staging / ".spool.sqlite").unlink(missing_ok=True)
+    """Every section page from the spool into `staging`; the plan of the pages."""
+    headings = {number: heading for number, heading in spool.sections.values()}
+    plans = plan_pages(((s, headings[s], label, n) for s, _, label, n in spool.grid_rows()), page_figures)
+    rows = spool.grid_rows()
+    for plan in plans:  # the table rows again, in the same order, each page taking its share
+        labels = [label for _, label in sorted(spool.columns[plan.section].values())]
+        grid: list[GridRow] = []
+        for _ in range(plan.grid_rows):
+            section, row_key, row_label, _figures = next(rows)
+            grid.append((row_label, spool.cells(section, row_key)))
+        html = section_page_html(title, layout, plan, len(plans), labels, grid, statuses=tally.counts,
+                                 index_href=index_href)  # fmt: skip
+        write_atomically(staging / page_file(plan.number), _writer(html))
     return plans
