@@ -29,6 +29,7 @@ from batchgen.core.lifecycle import LIFECYCLE, IllegalTransition, JobEvent
 from batchgen.core.matching import Window
 from batchgen.core.remote import RemoteGeneration
 from batchgen.engine.migrations import MIGRATIONS
+from batchgen.engine.records import Fetched
 from batchgen.engine.store import GENERATIONS, JOBS, RUNS, JobState, Lease, NewJob, Store, apply_event
 from batchgen.errors import BudgetExceededError, LeaseLostError, RunLockedError, StateError
 
@@ -505,6 +506,59 @@ def test_a_refused_job_in_a_batch_refuses_the_whole_batch(fresh: tuple[Store, Le
     with pytest.raises(IllegalTransition):
         store.mark_cancelled_by_user(lease, [ok.id, queued.id, done.id])
     assert _dump(store.path) == before, "the jobs that could move did not move either"
+
+
+def test_a_batch_of_completions_or_downloads_moves_every_job_or_none(fresh: tuple[Store, Lease]) -> None:
+    """The runner commits what a turn of the loop heard in one transaction (engine/per_turn.py): one refused job
+    (moved already, or let go) refuses the whole batch; an accepted batch moves each job with its own facts."""
+    store, lease = fresh
+    a = _put(store, lease, _add(store, lease), S.QUEUED, generation_id="ga")
+    b = _put(store, lease, _add(store, lease), S.PROCESSING, generation_id="gb")
+    done = _put(store, lease, _add(store, lease), S.SUCCEEDED, generation_id="gd", remote_status="succeeded")
+    ok = [(a, _remote("ga", "succeeded")), (b, _remote("gb", "succeeded"))]
+    before = _dump(store.path)
+    with pytest.raises(IllegalTransition):
+        store.mark_many_succeeded_remotely(lease, [*ok, (done, _remote("gd", "succeeded"))], download=True)
+    assert _dump(store.path) == before
+    _sql(store.path, "UPDATE jobs SET runner_id = NULL WHERE id = ?", (b.id,))  # b let go: a sweep
+    before = _dump(store.path)
+    with pytest.raises(LeaseLostError):
+        store.mark_many_succeeded_remotely(lease, ok, download=True)
+    assert _dump(store.path) == before
+    _sql(store.path, "UPDATE jobs SET runner_id = ? WHERE id = ?", (lease.runner_id, b.id))
+
+    a.result_url, b.result_url = "http://x/a.png", None
+    assert store.mark_many_succeeded_remotely(lease, ok, download=True) is S.DOWNLOADING
+    assert {_status(store.path, j.id) for j in (a, b)} == {"downloading"}
+    assert _sql(store.path, "SELECT remote_status FROM generations WHERE generation_id IN ('ga', 'gb')") == [
+        ("succeeded",),
+        ("succeeded",),
+    ]
+    assert _sql(store.path, "SELECT result_url FROM jobs WHERE id = ?", (a.id,)) == [("http://x/a.png",)]
+
+    files = [Fetched(a, "o/a.png", "aa", 3), Fetched(b, "o/b.png", "bb", 5)]
+    before = _dump(store.path)
+    with pytest.raises(IllegalTransition):
+        store.mark_many_downloaded(lease, [*files, Fetched(done, "o/d.png", "dd", 1)])
+    assert _dump(store.path) == before
+    store.mark_many_downloaded(lease, files)
+    rows = _sql(
+        store.path, "SELECT status, output_path, sha256, bytes FROM jobs WHERE id IN (?, ?) ORDER BY id", (a.id, b.id)
+    )
+    assert rows == [("succeeded", "o/a.png", "aa", 3), ("succeeded", "o/b.png", "bb", 5)]
+
+
+def test_a_batch_of_enqueue_replies_with_an_id_the_ledger_has_writes_nothing(fresh: tuple[Store, Lease]) -> None:
+    store, lease = fresh
+    one, two, three = (_submitting(store, lease, p) for p in ("a", "b", "c"))
+    store.record_enqueued(lease, [(one, "g1")])
+    before = _dump(store.path)
+    with pytest.raises(IllegalTransition, match="already in the ledger"):
+        store.record_enqueued(lease, [(two, "g2"), (three, "g1")])
+    assert _dump(store.path) == before
+    store.record_enqueued(lease, [(two, "g2"), (three, "g3")])
+    assert {_status(store.path, j.id) for j in (two, three)} == {"queued"}
+    assert _ledger_ids(store.path) == {"g1", "g2", "g3"}
 
 
 def _one_of_each(store: Store, lease: Lease) -> dict[str, JobState]:
