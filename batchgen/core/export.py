@@ -17,7 +17,8 @@ Usage (the runner writes the CSV at the end of every run; a partial run exports 
 
 At dataset scale the rows are never all held: the columns come from a first pass over each row's axis names
 (`export_columns_of`, fed by `row_axis_names`), then the rows stream through `write_csv(rows, out, columns)` one
-at a time.
+at a time. A store hands them over as `ExportRecords` (plain tuples: JSON text, times as text or datetimes), which
+the writers take as they take JobRows, to the byte, without a JobRow made per row; JobRows go the same way.
 """
 
 from __future__ import annotations
@@ -26,15 +27,19 @@ import csv
 import json
 import math
 import string
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
+from json.scanner import make_scanner
 from typing import Any, TextIO
 
-from batchgen.core.jobs import JobRow
+from batchgen.core.jobs import JobRow, canonical_json
 
 __all__ = [
     "HEAD_COLUMNS",
+    "RECORD_FIELDS",
     "TAIL_COLUMNS",
+    "ExportRecords",
     "MissingColumnError",
     "cell_text",
     "export_columns",
@@ -88,10 +93,10 @@ def _axis_column(name: str) -> str:
     return AXIS_PREFIX + name if name in _FIXED else name
 
 
-def _axis_items(row: JobRow) -> Iterable[tuple[str, Any]]:
-    """A row's variables then parameters (minus prompt), a parameter overriding a same-named variable."""
-    merged: dict[str, Any] = {k: v for k, v in row.variables.items() if k != "prompt"}
-    for name, value in row.params.items():
+def _axis_values(params: Mapping[str, Any], variables: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
+    """A job's variables then parameters (minus prompt), a parameter overriding a same-named variable."""
+    merged: dict[str, Any] = {k: v for k, v in variables.items() if k != "prompt"}
+    for name, value in params.items():
         if name != "prompt":
             merged[name] = value
     return merged.items()
@@ -160,7 +165,7 @@ def export_record(row: JobRow, columns: Sequence[str]) -> dict[str, Any]:
     `...Z` strings for times. MissingColumnError when the row has an axis `columns` lacks."""
     record: dict[str, Any] = dict.fromkeys(columns)
     record.update(job_key=row.job_key, run=row.run, model=row.model, prompt=row.prompt)
-    for name, value in _axis_items(row):
+    for name, value in _axis_values(row.params, row.variables):
         column = _axis_column(name)
         if column not in record:
             raise MissingColumnError(f"job {row.job_key} has {name!r}, which the columns lack")
@@ -176,37 +181,160 @@ def export_records(rows: Iterable[JobRow]) -> tuple[list[str], list[dict[str, An
     return columns, [export_record(row, columns) for row in materialised]
 
 
-class _Axes(tuple[str, ...]):
-    """The axis columns, each named exactly as its variable or parameter, and the names a row may have."""
+# ---- the writers: one row at a time, from JobRows or from a store's plain records ---------------------------------
 
-    known: frozenset[str]
-
-
-def _plain_axes(columns: Sequence[str]) -> _Axes | None:
-    """The axis columns, when each is named exactly as its variable or parameter; None when one is renamed
-    (`param.status`), whose value then needs `export_record`'s careful merge."""
-    axes = _Axes(columns[len(HEAD_COLUMNS) : len(columns) - len(TAIL_COLUMNS)])
-    if any(c.startswith(AXIS_PREFIX) and c[len(AXIS_PREFIX) :] in _FIXED for c in axes):
-        return None
-    axes.known = frozenset((*axes, "prompt"))
-    return axes
+RECORD_FIELDS = (
+    "job_key", "run", "model", "params", "variables", "repeat", "status", "generation_id", "result_url",
+    "output_path", "sha256", "bytes", "estimated_cost", "cost", "error", "error_class", "attempts", "enqueued_at",
+    "started_at", "completed_at", "downloaded_by",
+)  # fmt: skip
+_MIDDLES_HELD = 4_096  # the prompt and axis cells of jobs that share parameters and variables; a bound on memory
+_LINES_HELD = 2_000  # lines gathered before one write: one encode and one copy per 2,000 rows, not per row
 
 
-def _check(row: JobRow, axes: _Axes) -> None:
-    if not (axes.known.issuperset(row.params) and axes.known.issuperset(row.variables)):
-        missing = sorted((set(row.params) | set(row.variables)) - axes.known)
-        raise MissingColumnError(f"job {row.job_key} has {', '.join(missing)}, which the columns lack")
+class ExportRecords:
+    """A run's jobs as plain tuples, fields in RECORD_FIELDS order, for the writers: what a store reads, with no
+    JobRow made. Parameters and variables are mappings or their JSON text; times are datetimes or ISO 8601 text
+    (naive means UTC); the status a JobStatus or its value. A million rows write in half the time JobRows take."""
+
+    def __init__(self, records: Iterable[Sequence[Any]]) -> None:
+        self._records = records
+
+    def __iter__(self) -> Iterator[Sequence[Any]]:
+        return iter(self._records)
 
 
-def _values(row: JobRow, columns: Sequence[str], axes: _Axes | None) -> list[Any]:
-    """`export_record(row, columns)`'s values, in column order, built without the dict when `axes` allows: the
-    export's inner loop, run a million times."""
-    if axes is None:
-        return list(export_record(row, columns).values())
-    _check(row, axes)
-    params, variables = row.params, row.variables  # a parameter wins over a same-named variable
-    cells = [params[name] if name in params else variables.get(name) for name in axes]
-    return [row.job_key, row.run, row.model, row.prompt, *cells, *_tail(row)]
+def _record_of(row: JobRow) -> tuple[Any, ...]:
+    return (
+        row.job_key, row.run, row.model, row.params, row.variables, row.repeat, row.status, row.generation_id,
+        row.result_url, row.output_path, row.sha256, row.bytes, row.estimated_cost, row.cost, row.error,
+        row.error_class, row.attempts, row.enqueued_at, row.started_at, row.completed_at, row.downloaded_by,
+    )  # fmt: skip
+
+
+_scan = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # (typeshed asks for a scanner: it means a decoder)
+
+
+def _decoded(value: Any) -> Any:
+    """Parameters or variables from their JSON text (by the C scanner, without json.loads' two Python layers around
+    it; json.loads for text it cannot take whole), or as they are."""
+    if type(value) is not str:
+        return value
+    try:
+        parsed, end = _scan(value, 0)
+    except StopIteration:
+        return json.loads(value)  # leading space, or not JSON: json.loads says so as it always did
+    return parsed if end == len(value) else json.loads(value)
+
+
+def _utc(value: Any) -> Any:
+    """A time as a naive UTC datetime, from a datetime (naive is UTC) or ISO 8601 text; anything else as it is."""
+    if type(value) is str:
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def _utc_text(moment: Any) -> str | None:
+    """`_iso` of a time `_utc` gave: `...Z`."""
+    if isinstance(moment, datetime):
+        return moment.isoformat() + "Z"
+    return None if moment is None else str(moment)
+
+
+def _span(start: Any, end: Any) -> float | None:
+    """`_seconds` of two times `_utc` gave."""
+    if isinstance(start, datetime) and isinstance(end, datetime):
+        return round((end - start).total_seconds(), 3)
+    return None
+
+
+_parse_time = datetime.fromisoformat
+
+
+def _moments(enqueued: Any, started: Any, completed: Any) -> tuple[Any, Any, Any, float | None, float | None]:
+    """A job's times as the export writes them: `...Z` text (`_iso`) each, then queue_seconds and run_seconds
+    (`_seconds`). One call a row, and the quick way for three ISO texts of naive UTC, as SQLite holds them."""
+    if type(enqueued) is str and type(started) is str and type(completed) is str:
+        e, s, c = _parse_time(enqueued), _parse_time(started), _parse_time(completed)
+        if e.tzinfo is None and s.tzinfo is None and c.tzinfo is None:
+            return (
+                _stored_iso(enqueued, e), _stored_iso(started, s), _stored_iso(completed, c),
+                round((s - e).total_seconds(), 3), round((c - s).total_seconds(), 3),
+            )  # fmt: skip
+    e, s, c = _utc(enqueued), _utc(started), _utc(completed)
+    return _utc_text(e), _utc_text(s), _utc_text(c), _span(e, s), _span(s, c)
+
+
+def _stored_iso(text: str, moment: datetime) -> str:
+    """`moment.isoformat() + "Z"` for the naive datetime parsed from `text`, without isoformat (a third of an
+    export's time on times): text `YYYY-MM-DD HH:MM:SS.ffffff` is that already, its space a T (isoformat leaves out
+    a fraction of zero, so that is left to it)."""
+    if moment.microsecond and len(text) == 26 and text[19] == "." and text[7] == "-":
+        return text.replace(" ", "T") + "Z"
+    return moment.isoformat() + "Z"
+
+
+class _Layout:
+    """The columns given to a writer, as a row's prompt and axis values are laid into them."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.axes = tuple(columns[len(HEAD_COLUMNS) : len(columns) - len(TAIL_COLUMNS)])
+        # each axis column named exactly as its variable or parameter (else `param.status`: the careful merge)
+        self.plain = not any(c.startswith(AXIS_PREFIX) and c[len(AXIS_PREFIX) :] in _FIXED for c in self.axes)
+        self.known = frozenset((*self.axes, "prompt"))
+
+    def middle(self, key: str, params: Mapping[str, Any], variables: Mapping[str, Any]) -> list[Any]:
+        """The prompt and the axis values of one job, in column order (a parameter wins over a same-named
+        variable); MissingColumnError when the job has an axis the columns lack."""
+        if self.plain:
+            known = self.known
+            if not (known.issuperset(params) and known.issuperset(variables)):
+                missing = sorted((set(params) | set(variables)) - known)
+                raise MissingColumnError(f"job {key} has {', '.join(missing)}, which the columns lack")
+            values = [params[name] if name in params else variables.get(name) for name in self.axes]
+        else:
+            merged: dict[str, Any] = dict.fromkeys(self.axes)
+            for name, value in _axis_values(params, variables):
+                column = _axis_column(name)
+                if column not in merged:
+                    raise MissingColumnError(f"job {key} has {name!r}, which the columns lack")
+                merged[column] = value
+            values = list(merged.values())
+        prompt = params.get("prompt", "")
+        return [prompt if isinstance(prompt, str) else canonical_json(prompt), *values]
+
+
+def _middles(layout: _Layout, encode: Callable[[list[Any]], list[str]]) -> Callable[[str, Any, Any], list[str]]:
+    """A job's prompt and axis cells, encoded; remembered for jobs with the same parameter and variable text."""
+    held: dict[tuple[str, str], list[str]] = {}
+
+    def cells(key: str, params: Any, variables: Any) -> list[str]:
+        if type(params) is not str or type(variables) is not str:
+            return encode(layout.middle(key, _decoded(params), _decoded(variables)))
+        found = held.get((params, variables))
+        if found is None:
+            if len(held) >= _MIDDLES_HELD:
+                held.clear()
+            found = held[params, variables] = encode(layout.middle(key, _decoded(params), _decoded(variables)))
+        return found
+
+    return cells
+
+
+def _columns(rows: Iterable[JobRow] | ExportRecords, columns: Sequence[str] | None) -> tuple[Any, Sequence[str]]:
+    records = rows if isinstance(rows, ExportRecords) else map(_record_of, rows)
+    if columns is not None:
+        return records, columns
+    held = list(records)
+    return held, export_columns_of(row_axis_names(_decoded(r[4]), _decoded(r[3])) for r in held)
+
+
+class _Lines(list[str]):
+    """Lines gathered for one write; a csv.writer writes into it as into a file."""
+
+    write = list.append
 
 
 def neutralise(text: str) -> str:
@@ -238,10 +366,8 @@ def _csv_cell(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def _csv_row(row: JobRow, columns: Sequence[str], axes: _Axes | None) -> list[str]:
-    """`[_csv_cell(v) for v in _values(row, columns, axes)]`: the CSV export's inner loop, run a million times, so
-    text that starts safely, None and int become cells without a call."""
-    values = _values(row, columns, axes)
+def _csv_cells(values: list[Any]) -> list[str]:
+    """`[_csv_cell(v) for v in values]`, with text that starts safely, None and int made cells without a call."""
     safe, cell = _SAFE_STARTS, _csv_cell
     return [
         v if (kind := type(v)) is str and v[:1] in safe else "" if v is None else str(v) if kind is int else cell(v)
@@ -249,49 +375,132 @@ def _csv_row(row: JobRow, columns: Sequence[str], axes: _Axes | None) -> list[st
     ]
 
 
-def _columns(rows: Iterable[JobRow], columns: Sequence[str] | None) -> tuple[Iterable[JobRow], Sequence[str]]:
-    if columns is not None:
-        return rows, columns
-    materialised = list(rows)
-    return materialised, export_columns(materialised)
-
-
-def write_csv(rows: Iterable[JobRow], out: TextIO, columns: Sequence[str] | None = None) -> int:
+def write_csv(rows: Iterable[JobRow] | ExportRecords, out: TextIO, columns: Sequence[str] | None = None) -> int:
     """Write a header and one CSV row per job to `out` (open it with newline=""); return the number of rows.
 
     With `columns` (from `export_columns_of`), rows are written as they come, none held (MissingColumnError for a
-    row with an axis they lack); without, they are all read first to find the columns. Text cells a spreadsheet would run as formulas get a leading `'`; non-string
-    parameter values are compact JSON.
+    row with an axis they lack); without, they are all read first to find the columns. Text cells a spreadsheet
+    would run as formulas get a leading `'`; non-string parameter values are compact JSON.
     """
-    rows, columns = _columns(rows, columns)
-    axes = _plain_axes(columns)
-    writer = csv.writer(out)
+    records, columns = _columns(rows, columns)
+    middle = _middles(_Layout(columns), _csv_cells)
+    lines = _Lines()
+    writer = csv.writer(lines)
     writer.writerow([neutralise(c) for c in columns])
-    separators = len(columns) - 1
+    separators, head = len(columns) - 1, len(HEAD_COLUMNS) - 1
     count = 0
-    for row in rows:
-        cells = _csv_row(row, columns, axes)
+    safe, cell = _SAFE_STARTS, _csv_cell
+    for key, run, model, params, variables, repeat, status, gid, url, path, sha, size, estimate, cost, error, \
+            error_class, attempts, enqueued, started, completed, host in records:  # fmt: skip
+        enqueued, started, completed, queued_s, ran_s = _moments(enqueued, started, completed)
+        # _csv_cells' expression written out per column, for the kinds of value each holds: text, int, float, a time
+        cells = [
+            key if type(key) is str and key[:1] in safe else cell(key),
+            run if type(run) is str and run[:1] in safe else cell(run),
+            model if type(model) is str and model[:1] in safe else cell(model),
+            str(repeat) if type(repeat) is int else cell(repeat),
+            status if type(status) is str and status[:1] in safe else cell(str(status)),
+            "" if gid is None else gid if type(gid) is str and gid[:1] in safe else cell(gid),
+            "" if url is None else url if type(url) is str and url[:1] in safe else cell(url),
+            "" if path is None else path if type(path) is str and path[:1] in safe else cell(path),
+            "" if sha is None else sha if type(sha) is str and sha[:1] in safe else cell(sha),
+            "" if size is None else str(size) if type(size) is int else cell(size),
+            "" if estimate is None else repr(estimate) if type(estimate) is float and estimate - estimate == 0.0
+            else cell(estimate),
+            "" if cost is None else repr(cost) if type(cost) is float and cost - cost == 0.0 else cell(cost),
+            "" if error_class is None else error_class if type(error_class) is str and error_class[:1] in safe
+            else cell(error_class),
+            "" if error is None else error if type(error) is str and error[:1] in safe else cell(error),
+            str(attempts) if type(attempts) is int else cell(attempts),
+            "" if enqueued is None else enqueued if enqueued[:1] in safe else cell(enqueued),
+            "" if started is None else started if started[:1] in safe else cell(started),
+            "" if completed is None else completed if completed[:1] in safe else cell(completed),
+            "" if queued_s is None else repr(queued_s),
+            "" if ran_s is None else repr(ran_s),
+            "" if host is None else host if type(host) is str and host[:1] in safe else cell(host),
+        ]  # fmt: skip
+        cells[head:head] = middle(key, params, variables)
         line = ",".join(cells)
         # a row with no comma, quote or line break inside a cell is what csv.writer would write, joined: checked on
         # the whole line in C, four scans instead of twenty-six calls into the writer's quoting
         if line.count(",") == separators and '"' not in line and "\n" not in line and "\r" not in line:
-            out.write(line + "\r\n")
+            lines.append(line + "\r\n")
         else:
             writer.writerow(cells)
         count += 1
+        if len(lines) >= _LINES_HELD:
+            out.write("".join(lines))
+            lines.clear()
+    out.write("".join(lines))
     return count
 
 
-def write_jsonl(rows: Iterable[JobRow], out: TextIO, columns: Sequence[str] | None = None) -> int:
+def _json_text(value: Any, encode: Callable[[Any], str]) -> str:
+    """`encode(value)`, the quick way for what most cells hold: what json.dumps writes for each."""
+    kind = type(value)
+    if kind is str:
+        return encode_basestring(value)
+    if value is None:
+        return "null"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    return encode(value)
+
+
+def write_jsonl(rows: Iterable[JobRow] | ExportRecords, out: TextIO, columns: Sequence[str] | None = None) -> int:
     """Write one JSON object per line (keys in column order, exact values, nothing neutralised); return the count.
     With `columns`, rows are written as they come, as `write_csv` does."""
-    rows, columns = _columns(rows, columns)
-    axes = _plain_axes(columns)
+    records, columns = _columns(rows, columns)
     encode = json.JSONEncoder(ensure_ascii=False, default=str).encode  # what json.dumps makes per call
+    # the object with its keys written once: each line is this template filled with the values' JSON texts
+    line = "{{" + ", ".join(encode(c).replace("{", "{{").replace("}", "}}") + ": {}" for c in columns) + "}}\n"
+    fill = line.format
+
+    def texts(values: list[Any]) -> list[str]:
+        return [_json_text(v, encode) for v in values]
+
+    middle = _middles(_Layout(columns), texts)
+    lines: list[str] = []
+    head = len(HEAD_COLUMNS) - 1
     count = 0
-    for row in rows:
-        out.write(encode(dict(zip(columns, _values(row, columns, axes), strict=True))) + "\n")
+    quoted, j = encode_basestring, encode
+    for key, run, model, params, variables, repeat, status, gid, url, path, sha, size, estimate, cost, error, \
+            error_class, attempts, enqueued, started, completed, host in records:  # fmt: skip
+        enqueued, started, completed, queued_s, ran_s = _moments(enqueued, started, completed)
+        # _json_text written out per column, for the kinds of value each holds: text, int, float, a time
+        values = [
+            quoted(key) if type(key) is str else j(key),
+            quoted(run) if type(run) is str else j(run),
+            quoted(model) if type(model) is str else j(model),
+            str(repeat) if type(repeat) is int else j(repeat),
+            quoted(str(status)),
+            "null" if gid is None else quoted(gid) if type(gid) is str else j(gid),
+            "null" if url is None else quoted(url) if type(url) is str else j(url),
+            "null" if path is None else quoted(path) if type(path) is str else j(path),
+            "null" if sha is None else quoted(sha) if type(sha) is str else j(sha),
+            "null" if size is None else str(size) if type(size) is int else j(size),
+            "null" if estimate is None else repr(estimate) if type(estimate) is float and estimate - estimate == 0.0
+            else j(estimate),
+            "null" if cost is None else repr(cost) if type(cost) is float and cost - cost == 0.0 else j(cost),
+            "null" if error_class is None else quoted(error_class) if type(error_class) is str else j(error_class),
+            "null" if error is None else quoted(error) if type(error) is str else j(error),
+            str(attempts) if type(attempts) is int else j(attempts),
+            "null" if enqueued is None else quoted(enqueued),
+            "null" if started is None else quoted(started),
+            "null" if completed is None else quoted(completed),
+            "null" if queued_s is None else repr(queued_s),
+            "null" if ran_s is None else repr(ran_s),
+            "null" if host is None else quoted(host) if type(host) is str else j(host),
+        ]  # fmt: skip
+        values[head:head] = middle(key, params, variables)
+        lines.append(fill(*values))
         count += 1
+        if len(lines) >= _LINES_HELD:
+            out.write("".join(lines))
+            lines.clear()
+    out.write("".join(lines))
     return count
 
 

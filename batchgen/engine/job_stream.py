@@ -3,20 +3,21 @@
 `export` of a 1,000,000-job run needs its columns (every axis any job has) before its first row, and then every
 row: two passes over the same rows. Both run in one read transaction (SQLite: one deferred transaction, which
 WAL keeps on one snapshot while runners write; PostgreSQL: REPEATABLE READ, READ ONLY), so a job added between
-the passes cannot bring an axis the header lacks. Rows come `PAGE` at a time (a server-side cursor on PostgreSQL).
+the passes cannot bring an axis the header lacks. Rows come `PAGE` at a time (a server-side cursor on PostgreSQL);
+the export's second pass reads plain records (`records`, for `ExportRecords`), not JobRows.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from sqlalchemy import Connection, Engine, String, select, type_coerce
+from sqlalchemy import Connection, Engine, String, literal, select, type_coerce
 
-from batchgen.core.export import MissingColumnError, export_columns_of, row_axis_names
+from batchgen.core.export import ExportRecords, MissingColumnError, export_columns_of, row_axis_names
 from batchgen.core.jobs import JobRow, JobStatus
 from batchgen.engine.ledger import JOBS
 
@@ -76,6 +77,33 @@ class JobRowStream:
                 names = seen[variables, params] = tuple(row_axis_names(json.loads(variables), json.loads(params)))
             yield names
 
+    def records(self) -> Generator[tuple[Any, ...], None, None]:
+        """Every job as a plain tuple in `RECORD_FIELDS` order, for `ExportRecords`: what `rows` reads, with no JobRow
+        made (a million of them took a third of an export). On SQLite the tuples come straight from the driver's
+        cursor, times as the text SQLite holds; on PostgreSQL from the server-side cursor, times as datetimes."""
+        c = JOBS.c
+        query = (
+            select(
+                c.key, literal(self.run, String), c.model, c.params_json, c.variables_json, c.repeat, c.status,
+                c.generation_id, c.result_url, c.output_path, c.sha256, c.bytes, c.estimated_cost, c.cost, c.error,
+                c.error_class, c.attempts, *(type_coerce(c[t], String) for t in _TIMES[1:]), c.downloaded_by,
+            )
+            .where(c.run_id == self._run_id)
+            .order_by(c.id)
+        )  # fmt: skip
+        if not self._sqlite:
+            for row in self._pages(*query.selected_columns):
+                yield tuple(row)
+            return
+        compiled = query.compile(dialect=self._db.dialect)
+        cursor = self._db.connection.driver_connection.cursor()  # type: ignore[union-attr]  # (the transaction's own)
+        try:
+            cursor.execute(str(compiled), [compiled.params[name] for name in compiled.positiontup or ()])
+            while page := cursor.fetchmany(PAGE):
+                yield from page
+        finally:
+            cursor.close()
+
     def rows(self) -> Generator[JobRow, None, None]:
         """Every job as an export row, one page in memory at a time."""
         c = JOBS.c
@@ -124,7 +152,7 @@ def job_row_stream(engine: Engine, run_id: int, run: str) -> Iterator[JobRowStre
             yield JobRowStream(db, run_id, run)
 
 
-Writer = Callable[[Iterable[JobRow], TextIO, Sequence[str]], int]
+Writer = Callable[[ExportRecords, TextIO, Sequence[str]], int]
 
 
 def write_export(jobs: JobRowStream, writer: Writer, out: TextIO, *, rewindable: bool, guess_from: int = PAGE) -> int:
@@ -137,9 +165,9 @@ def write_export(jobs: JobRowStream, writer: Writer, out: TextIO, *, rewindable:
     if rewindable:
         guess = export_columns_of(jobs.axis_names(limit=guess_from))
         try:
-            with closing(jobs.rows()) as rows:
-                return writer(rows, out, guess)
+            with closing(jobs.records()) as records:
+                return writer(ExportRecords(records), out, guess)
         except MissingColumnError:
             out.seek(0)
             out.truncate()
-    return writer(jobs.rows(), out, export_columns_of(jobs.axis_names()))
+    return writer(ExportRecords(jobs.records()), out, export_columns_of(jobs.axis_names()))

@@ -34,7 +34,7 @@ def jsonl_dicts(rows: list[JobRow]) -> list[dict[str, object]]:
 
 def test_public_api_is_exactly_what_is_documented() -> None:
     assert set(export.__all__) == {
-        "HEAD_COLUMNS", "TAIL_COLUMNS", "MissingColumnError", "cell_text", "export_columns", "export_columns_of", "export_record",
+        "HEAD_COLUMNS", "RECORD_FIELDS", "TAIL_COLUMNS", "ExportRecords", "MissingColumnError", "cell_text", "export_columns", "export_columns_of", "export_record",
         "export_records", "neutralise", "row_axis_names", "write_csv", "write_jsonl",
     }  # fmt: skip
 
