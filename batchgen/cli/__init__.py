@@ -10,16 +10,12 @@
     emulator.py     emulator
     doctor.py       doctor
 
-Each command module registers its commands on `app` when imported; the imports below are that registration,
-in the order `batchgen --help` lists them.
+Each command module registers its commands on `app` when imported, and is imported only when one of its commands
+is asked for (`app.COMMAND_MODULES`): a command pays for its own imports alone.
 """
 
 from __future__ import annotations
 
-# isort: off
-from batchgen.cli import plan, running, inspection, serve, emulator, doctor  # noqa: F401  (registers them, in order)
-
-# isort: on
 from batchgen.cli.app import app, exit_code_for, main
 
 __all__ = ["app", "exit_code_for", "main"]

@@ -18,17 +18,20 @@ named `[/x]` once crashed `status`); colour is given explicitly, with `styled`.
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from enum import IntEnum
-from typing import Annotated, NoReturn, TextIO
+from typing import Annotated, Any, NoReturn, TextIO
 
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperGroup
+from typer.main import get_command_from_info
 
 from batchgen import errors
 
@@ -45,12 +48,70 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+# Every command, and the module whose import registers it on `app`. A command's module is imported only when the
+# command is asked for (run, or listed by --help): `batchgen status` never pays for the planner, the HTTP client,
+# the emulator or the gallery's server (about 0.3 s of a 1 s budget at a million jobs; BENCHMARKS.md).
+COMMAND_MODULES = {
+    "plan": "batchgen.cli.plan",
+    "run": "batchgen.cli.running",
+    "resume": "batchgen.cli.running",
+    "status": "batchgen.cli.inspection",
+    "runs": "batchgen.cli.inspection",
+    "cancel": "batchgen.cli.inspection",
+    "unused": "batchgen.cli.inspection",
+    "export": "batchgen.cli.inspection",
+    "report": "batchgen.cli.inspection",
+    "serve": "batchgen.cli.serve",
+    "emulator": "batchgen.cli.emulator",
+    "doctor": "batchgen.cli.doctor",
+}
+
+
+class _Commands(MutableMapping[str, Any]):  # values: typer's click commands (its own vendored click)
+    """The app's click commands by name, each made when first asked for, by importing the module that registers it."""
+
+    def __init__(self, made: Mapping[str, Any]) -> None:
+        self._made = dict(made)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._made and name in COMMAND_MODULES:
+            importlib.import_module(COMMAND_MODULES[name])
+            for info in app.registered_commands:
+                command = get_command_from_info(
+                    info, pretty_exceptions_short=app.pretty_exceptions_short, rich_markup_mode=app.rich_markup_mode
+                )
+                if command.name is not None:
+                    self._made.setdefault(command.name, command)
+        return self._made[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._made[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._made[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*COMMAND_MODULES, *self._made]))
+
+    def __len__(self) -> int:
+        return len(dict.fromkeys([*COMMAND_MODULES, *self._made]))
+
+
+class _LazyGroup(TyperGroup):
+    """typer's group, its commands made on demand (`_Commands`)."""
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.commands = _Commands(self.commands)
+
+
 app = typer.Typer(
     name="batchgen",
     help="Run large, resumable, budgeted batches of generations against Oxen.ai's async media API.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_LazyGroup,
 )
 stderr = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 stdout = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)

@@ -7,7 +7,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TextIO
 
-import anyio
 import typer
 from rich.table import Table
 
@@ -23,12 +22,9 @@ from batchgen.cli.options import (
 )
 from batchgen.core.export import write_csv, write_jsonl
 from batchgen.core.jobs import JobStatus
-from batchgen.engine.cancel import cancel_run
 from batchgen.engine.job_stream import write_export
 from batchgen.engine.outputs import write_atomically
-from batchgen.engine.oxen_repo import commit_run
 from batchgen.engine.report_pages import job_media_file, write_report
-from batchgen.engine.unused import fetch_unused
 
 
 @app.command()
@@ -139,6 +135,10 @@ def runs(db: DbOption = None) -> None:
 @app.command()
 def cancel(run_name: RunArgument = None, db: DbOption = None, base_url: BaseUrlOption = None) -> None:
     """Cancel every in-flight generation of a run remotely and mark its unfinished jobs cancelled."""
+    import anyio  # here, with the HTTP client: `status` and `export` never load them
+
+    from batchgen.engine.cancel import cancel_run
+
     with existing_store(db) as store:
         info = store.get_run(run_name)
         api = settings(db=db, base_url=base_url, run=info)
@@ -172,6 +172,10 @@ def unused(
         if not download or not rows:
             stderr.print(f"{len(rows)} paid-but-unused generation(s) in run {info.name!r}")
             return
+        import anyio  # here, with the HTTP client: `status` and `export` never load them
+
+        from batchgen.engine.unused import fetch_unused
+
         api = settings(db=db, base_url=base_url, run=info)
         dest = Path(info.out_dir) / "unused"
         fetched = anyio.run(lambda: fetch_unused(store, info, api.base_url, api.api_key, dest))
@@ -215,7 +219,11 @@ def export_command(
         name = info.name
         overview = store.overview(info.id)  # money and the unused in one read over indexes: any size
         money, unused = overview.money, overview.unused
-        done = commit_run(store, info, oxen_repo) if oxen_repo is not None else None
+        done = None
+        if oxen_repo is not None:
+            from batchgen.engine.oxen_repo import commit_run  # here: a plain export never loads it
+
+            done = commit_run(store, info, oxen_repo)
         if done is None or output is not None:  # with --oxen-repo alone the dataset was the export asked for
             with store.job_row_stream(info.id) as jobs:  # the rows stream, none held
 
