@@ -38,7 +38,10 @@ LAYOUT_SAMPLE = 20_000  # jobs the layout of a large report is chosen from: enou
 
 class LayoutSample:
     """A uniform sample of a stream of jobs, of at most `size` (reservoir sampling, seeded: the same run gives the
-    same sample), for choosing the layout of a run too large to hold."""
+    same sample), for choosing the layout of a run too large to hold.
+
+    What a sample can miss: an axis that varies only among a few jobs outside it. Such jobs are not lost; they
+    share a cell with the jobs they differ from, side by side like repeats, each caption naming its values."""
 
     def __init__(self, size: int = LAYOUT_SAMPLE, seed: int = 15) -> None:
         self.size, self.seen = size, 0
