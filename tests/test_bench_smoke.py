@@ -108,3 +108,22 @@ def test_million_run_smoke_resumes_a_large_run_and_measures_it(tmp_path: Path) -
     assert result["done"] > 0 and 10 < result["peak_rss_mb"] < 1_000, result
     assert result["exit"] == 130, result  # interrupted with Ctrl-C, and said how to resume
     assert "| resume -> first enqueue |" in module.table(result)
+
+
+@pytest.mark.timeout(120)
+def test_million_report_smoke_writes_pages_and_opens_them(million: ModuleType, tmp_path: Path) -> None:
+    # issue 15 item 5's benchmark just past the one-file limit: the paged report is written in a fresh process and
+    # its index, a page and the one-file report open in Chromium (sane figures, not fast ones)
+    from tests.export.devtools import chromium_executable
+    from tests.kit import require
+
+    require(chromium_executable(), "chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    module = load_benchmark("million_report")
+    results = module.measure(tmp_path, 10_500, 50, 1)
+    pages, total, largest, index_bytes = results["files"]
+    assert pages >= 11 and 0 < largest <= total and index_bytes > 0, results["files"]  # 1,000 jobs a page at most
+    assert 10 < results["report"].peak_mb < 1_000 and results["single"].output_bytes > 0
+    for opened in ("index_paint", "page_paint", "single_paint"):
+        assert 0 < results[opened]["fcp"] < 30_000, results[opened]
+    assert results["page_paint"]["cells"] > 0
+    assert module.rows(results).count("\n| ") == 5  # a row per measure
