@@ -11,12 +11,14 @@ No half-written report is ever left: the pages go into a hidden staging folder n
 of them are written does the old index go, the staging folder take the pages folder's name (the old folder is
 moved aside, then removed) and the new index get written (atomically, as every page is). A crash before that
 leaves the previous report whole; a crash during the switch leaves no index, never one that links to missing or
-mismatched pages.
+mismatched pages. One writer at a time (an flock on `.NAME-pages.lock`), which also removes what a killed one left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import os
 import shutil
 import sqlite3
@@ -138,17 +140,33 @@ def _href(found: Path | None, report_dir: Path) -> str | None:
 
 @contextlib.contextmanager
 def _staging(folder: Path) -> Iterator[Path]:
-    """A hidden folder next to `folder` for the new pages; removed, with whatever is in it, on any failure."""
+    """A hidden folder next to `folder` for the new pages, while this process holds the report's lock (an flock:
+    the kernel lets it go when its holder dies, kill -9 included); removed, with whatever is in it, on any failure.
+    What a killed writer left (staging folders, an old pages folder moved aside) is removed first."""
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
-        staging.chmod(0o755)  # mkdtemp makes a private folder; the pages are as readable as the index
+        lock = os.open(folder.parent / f".{folder.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise OutputError(f"cannot write {folder}: {exc.strerror} (check the directory is writable)") from exc
     try:
-        yield staging
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"another `batchgen report` is writing {folder} now: wait for it, or choose -o") from None
+        for leftover in folder.parent.glob(f".{glob.escape(folder.name)}.*"):
+            if leftover.suffix in (".tmp", ".old") and leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+        try:
+            staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+            staging.chmod(0o755)  # mkdtemp makes a private folder; the pages are as readable as the index
+        except OSError as exc:
+            raise OutputError(f"cannot write {folder}: {exc.strerror} (check the directory is writable)") from exc
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # after the switch it is gone already
     finally:
-        shutil.rmtree(staging, ignore_errors=True)  # after the switch it is gone already
+        os.close(lock)
 
 
 def _switch(staging: Path, folder: Path, target: Path, index: str) -> None:

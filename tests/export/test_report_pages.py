@@ -3,6 +3,7 @@ real state store (sizes injected as parameters, so a few dozen jobs make many pa
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -157,19 +158,19 @@ def test_a_crash_mid_write_leaves_the_previous_report_whole(run_store: Store, tm
     with pytest.raises(Crash):
         write(run_store, target, media_file=crash_after(JOBS // 2, run_store), single_file_jobs=20, page_figures=30)
     assert {p: p.read_bytes() for p in [target, *pages_folder(target).iterdir()]} == before
-    assert sorted(os.listdir(target.parent)) == ["report-pages", "report.html"]  # no staging folder left
+    assert sorted(os.listdir(target.parent)) == [".report-pages.lock", "report-pages", "report.html"]  # no staging
     # and the next write replaces it whole: fewer, larger pages, none of the old ones left behind
     written = write(run_store, target, single_file_jobs=20, page_figures=30)
     assert sorted(p.name for p in pages_folder(target).iterdir()) == [page_file(n + 1) for n in range(written.pages)]
     assert written.pages < len(before) - 1
-    assert sorted(os.listdir(target.parent)) == ["report-pages", "report.html"]
+    assert sorted(os.listdir(target.parent)) == [".report-pages.lock", "report-pages", "report.html"]
 
 
 def test_a_crash_on_the_first_write_leaves_no_index(run_store: Store, tmp_path: Path) -> None:
     target = tmp_path / "site" / "report.html"
     with pytest.raises(Crash):
         write(run_store, target, media_file=crash_after(JOBS // 2, run_store), single_file_jobs=20, page_figures=10)
-    assert os.listdir(target.parent) == []
+    assert os.listdir(target.parent) == [".report-pages.lock"]
 
 
 def test_a_file_where_the_pages_go_or_a_folder_as_the_report_is_an_output_error(
@@ -184,6 +185,24 @@ def test_a_file_where_the_pages_go_or_a_folder_as_the_report_is_an_output_error(
         write(run_store, tmp_path, single_file_jobs=20, page_figures=10)
     with pytest.raises(OutputError, match="it is a folder"):
         write(run_store, tmp_path, single_file_jobs=JOBS, page_figures=10)  # one file: the same words
+
+
+def test_what_a_killed_writer_left_is_removed_and_a_live_one_is_not_disturbed(run_store: Store, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    target = site / "report.html"
+    staged, moved = site / ".report-pages.k1ll3d.tmp", site / ".report-pages.0ld.old" / "pages"
+    for leftover in (staged, moved):
+        leftover.mkdir(parents=True)
+        (leftover / page_file(1)).write_text("half", encoding="utf-8")
+    with open(site / ".report-pages.lock", "w") as held:  # another report being written to the same place
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(OutputError, match="another `batchgen report` is writing"):
+            write(run_store, target, single_file_jobs=20, page_figures=10)
+        assert staged.is_dir() and moved.is_dir() and not target.exists()  # its folders are left alone
+    written = write(run_store, target, single_file_jobs=20, page_figures=10)
+    assert not staged.exists() and not moved.parent.exists()
+    assert sorted(os.listdir(site)) == [".report-pages.lock", "report-pages", "report.html"]
+    assert written.pages == len(os.listdir(pages_folder(target)))
 
 
 def test_pages_are_cut_at_sections_and_before_a_row_that_would_overflow() -> None:
