@@ -95,7 +95,7 @@ class GenerationTable(SQLModel, table=True):
     # status's money and paid-but-unused reads use this index alone (engine/overview.py); it serves every read by run
     __table_args__ = (
         Index(
-            "ix_generations_run_money", "run_id", "generation_id", "remote_status", "job_id", "cost", "estimated_cost"
+            "ix_generations_run_money", "run_id", "generation_id", "job_id", "remote_status", "cost", "estimated_cost"
         ),
     )
 

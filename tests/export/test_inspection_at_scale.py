@@ -176,3 +176,29 @@ def test_a_row_with_an_axis_the_columns_lack_is_refused_not_cut(store: Store) ->
         short = export_columns_of(jobs.axis_names(limit=1))
         with pytest.raises(MissingColumnError, match="style"), closing(jobs.rows()) as rows:
             write_csv(rows, io.StringIO(newline=""), short)
+
+
+def test_a_generation_is_used_only_by_the_job_the_ledger_names(store: Store) -> None:
+    # status finds the unused by pairs (generation, job) in one merge: a job holding a generation the ledger gives
+    # to another job, or to none, does not make it used; the plain read says the same
+    run_id = _run(store, "pairs")
+    with store.engine.begin() as db:
+        a, b, c = (
+            db.execute(insert(JOBS).values(**_job(run_id, n, "succeeded", generation_id=gid))).inserted_primary_key[0]
+            for n, gid in ((1, "ga"), (2, "gx"), (3, "gy"))
+        )
+        db.execute(
+            insert(GENERATIONS),
+            [
+                _generation(run_id, "ga", a, "succeeded", cost=0.1),  # used: a holds it, the ledger says a
+                _generation(run_id, "gx", None, "succeeded", cost=0.2, how="orphan", seen_at=T0),  # b holds it
+                _generation(run_id, "gy", a, "processing", seen_at=T0 + timedelta(seconds=1)),  # c holds it
+                _generation(run_id, "gz", b, "cancelled"),  # nobody holds it, but cancelled: not counted
+            ],
+        )
+    seen = store.overview(run_id)
+    assert [u.generation_id for u in seen.unused] == ["gx", "gy"]  # oldest first
+    assert seen.unused == store.unused_generations(run_id)
+    assert seen.money == store.money(run_id)
+    assert seen.money.unused_cost == pytest.approx(0.2 + 0.5)
+    assert c != b
