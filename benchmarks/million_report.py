@@ -104,10 +104,11 @@ def block(text: str) -> str:
         f"{revision()}, on the machine above (shared with other work while it ran: the million-job report once, the rest the fastest of three).\n\n{text}\n"
         "How: past 10,000 jobs `batchgen report` writes an index (summary, money, the grid's axes, every page listed "
         "by section) and section pages of at most 1,000 jobs in `report-pages/` next to it, with links to the index "
-        "and the previous and next page. The jobs stream from one snapshot twice (engine/job_stream.py): the first "
-        "pass adds up the summary and keeps a 20,000-job sample to choose the layout from; the second files every "
-        "figure with its place in the grid into an SQLite spool in the staging folder, from which the pages are "
-        "written one at a time. The 10,000-job report is the one file it was (the same code).\n"
+        "and the previous and next page. The jobs stream once from one snapshot (engine/job_stream.py): each is "
+        "added to the summary and to a 20,000-job sample to choose the layout from, and its figure and axes' values "
+        "filed into an SQLite spool in the staging folder; then the layout is chosen, each job's place in the grid "
+        "worked out in SQL, and the pages written one at a time. The 10,000-job report is the one file it was (the "
+        "same code).\n"
         f"{END}\n"
     )
 

@@ -48,6 +48,7 @@ __all__ = [
     "job_figure",
     "relative_href",
     "render_report",
+    "section_heading",
     "section_label",
     "summary_html",
 ]
@@ -360,7 +361,12 @@ def _table(
 
 def section_label(layout: Layout, row: JobRow) -> str:
     """The heading of the section a job belongs to (`axis = value · ...`); empty when the grid has no sections."""
-    return " · ".join(f"{a} = {_label(axis_value(row, a))}" for a in layout.section_axes)
+    return section_heading(layout, [axis_value(row, a) for a in layout.section_axes])
+
+
+def section_heading(layout: Layout, values: Sequence[Any]) -> str:
+    """The heading of the section whose section axes have these values."""
+    return " · ".join(f"{a} = {_label(v)}" for a, v in zip(layout.section_axes, values, strict=True))
 
 
 def html_document(title: str, body: str, live_script: str | None = None) -> str:

@@ -1,11 +1,11 @@
 """Writing `batchgen report`: one HTML file for a run of up to SINGLE_FILE_JOBS jobs, else an index and section
 pages (core/report_pages.py) in a folder next to it, streamed from the database in bounded memory.
 
-A large report reads the run's jobs twice from one snapshot (engine/job_stream.py): the first pass adds up the
-summary and keeps a sample to choose the layout from; the second renders each job's figure and files it, with its
-place in the grid, into a spool (an SQLite file in the staging folder). The snapshot is then let go (a long read
-would keep SQLite's WAL from being checkpointed while runners write), and the pages are written from the spool in
-grid order, one page in memory at a time.
+A large report reads the run's jobs once, from one snapshot (engine/job_stream.py): each job is added to the
+summary and to a sample to choose the layout from, and its figure and its axes' values are filed into a spool (an
+SQLite file in the staging folder). The snapshot is then let go (a long read keeps SQLite's WAL from being
+checkpointed while runners write); the layout is chosen from the sample, each job's place in the grid worked out
+in SQL, and the pages written from the spool in grid order, one page in memory at a time.
 
 No half-written report is ever left: the pages go into a hidden staging folder next to the index; only once all
 of them are written does the old index go, the staging folder take the pages folder's name (the old folder is
@@ -19,11 +19,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import json
 import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -37,11 +38,10 @@ from batchgen.core.report import (
     job_figure,
     relative_href,
     render_report,
-    section_label,
+    section_heading,
 )
 from batchgen.core.report_pages import LayoutSample, PagePlan, index_html, page_file, plan_pages, section_page_html
-from batchgen.core.report_tally import RunTally, axis_value
-from batchgen.engine.job_stream import JobRowStream
+from batchgen.core.report_tally import PSEUDO_AXES, RunTally, axis_value
 from batchgen.engine.outputs import write_atomically
 from batchgen.engine.records import RunInfo
 from batchgen.engine.store import Store
@@ -116,13 +116,18 @@ def write_report(
         raise OutputError(f"cannot write the report's pages to {folder}: it is a file (move it away, or choose -o)")
     pages_dir = folder.absolute()
     with _staging(folder) as staging, contextlib.closing(_Spool(staging / ".spool.sqlite")) as spool:
-        with store.job_row_stream(run.id) as jobs:  # the snapshot is let go once the spool holds every figure
-            tally, sample = RunTally(), LayoutSample()
-            for row in jobs.rows():
+        tally, sample = RunTally(), LayoutSample()
+
+        def counted(rows: Iterable[JobRow]) -> Iterator[JobRow]:
+            for row in rows:
                 tally.add(row)
                 sample.add(row)
-            layout = choose_layout(sample.rows, rows_axis, cols_axis, names=tally.axis_names)
-            spool.fill(jobs, layout, lambda row: _href(media_file(row), pages_dir))
+                yield row
+
+        with store.job_row_stream(run.id) as jobs:  # one pass; the snapshot is let go once the spool holds it all
+            spool.fill(counted(jobs.rows()), lambda row: _href(media_file(row), pages_dir))
+        layout = choose_layout(sample.rows, rows_axis, cols_axis, names=tally.axis_names)
+        spool.arrange(layout)
         plans = _write_pages(spool, layout, tally, staging, relative_href(target.absolute(), pages_dir), title,
                              page_figures)  # fmt: skip
         spool.close()  # before the switch: the spool is in the staging folder, not one of the pages
@@ -187,74 +192,104 @@ def _switch(staging: Path, folder: Path, target: Path, index: str) -> None:
 
 
 class _Spool:
-    """Every job's figure with its place in the grid, on disk: the pages are read from it in grid order."""
+    """Every job's figure and its axes' values (canonical JSON), on disk; once the layout is chosen, each job's place
+    in the grid is worked out in SQL, and the pages read it back in grid order."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None)
         for pragma in ("journal_mode = OFF", "synchronous = OFF", "temp_store = FILE", "cache_size = -65536"):
             self.db.execute(f"PRAGMA {pragma}")  # a scratch file: nothing to recover after a crash
-        self.db.execute(
-            "CREATE TABLE figures (place INTEGER PRIMARY KEY, section INTEGER, row_key TEXT, row_label TEXT, "
-            "col INTEGER, figure TEXT)"
-        )
+        self.db.execute("CREATE TABLE figures (place INTEGER PRIMARY KEY, axes TEXT, figure TEXT)")
+        self.axis_ids: dict[str, str] = {}  # axis name -> its key in `axes` (a0, a1, ...: safe in a JSON path)
         self.sections: dict[str, tuple[int, str]] = {}  # section key -> (number, heading)
-        self.columns: list[dict[str, tuple[int, str]]] = []  # per section: column key -> (position, label)
+        self.columns: dict[str, dict[str, tuple[int, str]]] = {}  # per section key: column key -> (position, label)
 
-    def fill(self, jobs: JobRowStream, layout: Layout, media_href: Callable[[JobRow], str | None]) -> None:
-        def placed() -> Iterator[tuple[int, int, str, str, int, str]]:
-            for seq, row in enumerate(jobs.rows()):
-                key = canonical_json([axis_value(row, a) for a in layout.section_axes])
-                section = self.sections.get(key)
-                if section is None:
-                    section = self.sections[key] = (len(self.sections), section_label(layout, row))
-                    self.columns.append({})
-                row_key, row_label = _key_and_label(row, layout.rows_axis)
-                col_key, col_label = _key_and_label(row, layout.cols_axis)
-                columns = self.columns[section[0]]
-                col = columns.get(col_key)
-                if col is None:
-                    col = columns[col_key] = (len(columns), col_label)
-                place = row.repeat * _REPEAT_STRIDE + seq
-                yield place, section[0], row_key, row_label, col[0], job_figure(row, media_href(row))
+    def fill(self, rows: Iterable[JobRow], media_href: Callable[[JobRow], str | None]) -> None:
+        """File every job: its place in the run's order (repeats after first repeats), its axes, its figure."""
+        ids = self.axis_ids
+
+        def filed() -> Iterator[tuple[int, str, str]]:
+            for seq, row in enumerate(rows):
+                axes = {}
+                for name in (*row.variables, *row.params, *PSEUDO_AXES):
+                    axis = ids.get(name)
+                    if axis is None:
+                        axis = ids[name] = f"a{len(ids)}"
+                    axes[axis] = canonical_json(axis_value(row, name))
+                yield row.repeat * _REPEAT_STRIDE + seq, json.dumps(axes), job_figure(row, media_href(row))
 
         self.db.execute("BEGIN")
-        self.db.executemany("INSERT INTO figures VALUES (?, ?, ?, ?, ?, ?)", placed())
-        self.db.execute("CREATE INDEX figures_by_cell ON figures (section, row_key, place)")
-        self.db.execute(
-            "CREATE TABLE grid_rows AS SELECT section, row_key, MIN(place) AS first, row_label, COUNT(*) AS figures "
-            "FROM figures GROUP BY section, row_key"
-        )
-        self.db.execute("CREATE INDEX grid_rows_in_order ON grid_rows (section, first)")
+        self.db.executemany("INSERT INTO figures VALUES (?, ?, ?)", filed())
         self.db.execute("COMMIT")
+
+    def _key(self, axes: Sequence[str | None]) -> str:
+        """SQL for a job's grouping key on these axes: their canonical values, joined by a character that canonical
+        JSON always escapes."""
+        parts = [f"COALESCE(json_extract(axes, '$.{self.axis_ids[a]}'), 'null')" for a in axes if a is not None]
+        return " || char(30) || ".join(parts) if parts else "''"
+
+    def arrange(self, layout: Layout) -> None:
+        """Each job's section, row and column key by the layout, then the sections and columns in first-seen order."""
+        section, row, col = self._key(layout.section_axes), self._key([layout.rows_axis]), self._key([layout.cols_axis])
+        self.db.execute("BEGIN")
+        self.db.execute(
+            f"CREATE TABLE placed AS SELECT place, {section} AS section_key, {row} AS row_key, {col} AS col_key "
+            "FROM figures"
+        )
+        self.db.execute("CREATE INDEX placed_by_cell ON placed (section_key, row_key, place, col_key)")
+        self.db.execute(
+            "CREATE TABLE sections AS SELECT section_key, MIN(place) AS first FROM placed GROUP BY section_key"
+        )
+        self.db.execute(
+            "CREATE TABLE grid_rows AS SELECT section_key, row_key, MIN(place) AS first, COUNT(*) AS figures "
+            "FROM placed GROUP BY section_key, row_key"
+        )
+        self.db.execute("COMMIT")
+        for key, _ in self.db.execute("SELECT section_key, first FROM sections ORDER BY first"):
+            values = [json.loads(v) for v in key.split("\x1e")] if layout.section_axes else []
+            self.sections[key] = (len(self.sections), section_heading(layout, values))
+            self.columns[key] = {}
+        query = "SELECT section_key, col_key, MIN(place) AS first FROM placed GROUP BY section_key, col_key"
+        for key, col_key, _ in self.db.execute(f"{query} ORDER BY first"):
+            columns = self.columns[key]
+            columns[col_key] = (len(columns), _label(col_key) if layout.cols_axis else "")
+
+    def grid_rows(self) -> Iterator[tuple[str, int, str, str, int]]:
+        """The table rows in order: (section key, section number, row key, row label, jobs)."""
+        query = (
+            "SELECT g.section_key, g.row_key, g.figures FROM grid_rows AS g JOIN sections AS s USING (section_key) "
+            "ORDER BY s.first, g.first"
+        )
+        for key, row_key, figures in self.db.execute(query):
+            yield key, self.sections[key][0], row_key, _label(row_key) if row_key else "", figures
+
+    def cells(self, section_key: str, row_key: str) -> list[list[str]]:
+        """One table row's figures, by column."""
+        columns = self.columns[section_key]
+        cells: list[list[str]] = [[] for _ in columns]
+        query = (
+            "SELECT p.col_key, f.figure FROM placed AS p JOIN figures AS f USING (place) "
+            "WHERE p.section_key = ? AND p.row_key = ? ORDER BY p.place"
+        )
+        for col_key, figure in self.db.execute(query, (section_key, row_key)):
+            cells[columns[col_key][0]].append(figure)
+        return cells
 
     def close(self) -> None:
         """Close and delete the spool (it is not one of the report's files)."""
         self.db.close()
         self.path.unlink(missing_ok=True)
 
-    def grid_rows(self) -> sqlite3.Cursor:
-        """The table rows in order: (section, row key, row label, jobs)."""
-        return self.db.execute("SELECT section, row_key, row_label, figures FROM grid_rows ORDER BY section, first")
 
-    def cells(self, section: int, row_key: str) -> list[list[str]]:
-        """One table row's figures, by column."""
-        cells: list[list[str]] = [[] for _ in self.columns[section]]
-        query = "SELECT col, figure FROM figures WHERE section = ? AND row_key = ? ORDER BY place"
-        for col, figure in self.db.execute(query, (section, row_key)):
-            cells[col].append(figure)
-        return cells
+def _label(canonical: str) -> str:
+    """A header's text from a grouping key's canonical JSON, as report.py labels a value."""
+    value = json.loads(canonical)
+    return "—" if value is None else cell_text(value)
 
 
 def _writer(text: str) -> Callable[[TextIO], object]:
     return lambda out: out.write(text)
-
-
-def _key_and_label(row: JobRow, axis: str | None) -> tuple[str, str]:
-    if axis is None:
-        return "", ""
-    value = axis_value(row, axis)
-    return canonical_json(value), "—" if value is None else cell_text(value)  # as report.py labels a header
 
 
 def _write_pages(
@@ -262,14 +297,15 @@ def _write_pages(
 ) -> list[PagePlan]:
     """Every section page from the spool into `staging`; the plan of the pages."""
     headings = {number: heading for number, heading in spool.sections.values()}
-    plans = plan_pages(((s, headings[s], label, n) for s, _, label, n in spool.grid_rows()), page_figures)
+    plans = plan_pages(((n, headings[n], label, jobs) for _, n, _, label, jobs in spool.grid_rows()), page_figures)
+    keys = {number: key for key, (number, _) in spool.sections.items()}
     rows = spool.grid_rows()
     for plan in plans:  # the table rows again, in the same order, each page taking its share
-        labels = [label for _, label in sorted(spool.columns[plan.section].values())]
+        labels = [label for _, label in sorted(spool.columns[keys[plan.section]].values())]
         grid: list[GridRow] = []
         for _ in range(plan.grid_rows):
-            section, row_key, row_label, _figures = next(rows)
-            grid.append((row_label, spool.cells(section, row_key)))
+            section_key, _number, row_key, row_label, _jobs = next(rows)
+            grid.append((row_label, spool.cells(section_key, row_key)))
         html = section_page_html(title, layout, plan, len(plans), labels, grid, statuses=tally.counts,
                                  index_href=index_href)  # fmt: skip
         write_atomically(staging / page_file(plan.number), _writer(html))

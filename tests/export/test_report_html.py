@@ -51,7 +51,7 @@ def test_public_api() -> None:
     assert set(report.__all__) == {
         "FigureBudget", "GridRow", "Layout", "axis_names", "choose_layout", "estimated_finish", "filters_html",
         "fixed_axes_html", "grid_table", "html_document", "job_figure", "relative_href", "render_report",
-        "section_label", "summary_html",
+        "section_heading", "section_label", "summary_html",
     }  # fmt: skip
 
 
