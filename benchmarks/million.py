@@ -49,6 +49,7 @@ class Timed:
     seconds: float
     peak_mb: float
     output_bytes: int = 0
+    cpu_s: float = 0.0  # user + system time of the command: what a shared machine's noise does not inflate
 
 
 # ---- filling a state database --------------------------------------------------------------------------------
@@ -139,7 +140,8 @@ started = time.perf_counter()
 pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as out:
-    json.dump({"seconds": time.perf_counter() - started, "peak_kb": usage.ru_maxrss}, out)
+    json.dump({"seconds": time.perf_counter() - started, "peak_kb": usage.ru_maxrss,
+               "cpu_s": usage.ru_utime + usage.ru_stime}, out)
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
@@ -155,14 +157,14 @@ def timed(args: list[str], *, stdout: Path | None = None) -> Timed:
         if done.returncode != 0:
             raise RuntimeError(f"batchgen {' '.join(args)} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
         figures = json.loads(Path(report.name).read_text())
-    return Timed(figures["seconds"], figures["peak_kb"] / 1024)
+    return Timed(figures["seconds"], figures["peak_kb"] / 1024, cpu_s=figures["cpu_s"])
 
 
 def best_of(runs: int, args: list[str], output: Path | None = None, stdout: Path | None = None) -> Timed:
     """The fastest of `runs` runs (the others were disturbed by something else on the machine), the largest RSS."""
     results = [timed(args, stdout=stdout) for _ in range(runs)]
     size = (output or stdout).stat().st_size if (output or stdout) else 0
-    return Timed(min(r.seconds for r in results), max(r.peak_mb for r in results), size)
+    return Timed(min(r.seconds for r in results), max(r.peak_mb for r in results), size, min(r.cpu_s for r in results))
 
 
 # ---- the report in headless Chromium -------------------------------------------------------------------------

@@ -77,7 +77,8 @@ def rows(r: dict[str, object]) -> str:
     lines = [
         ("`batchgen report` (paged)", f"{jobs:,}-job run",
          "one HTML page of about 800 MB, every row held (not run: no browser opens it)",
-         f"{report.seconds:.1f} s, peak RSS {report.peak_mb:.0f} MB; an index of {index_bytes / 1e3:.0f} kB and "
+         f"{report.seconds:.1f} s ({report.cpu_s:.1f} s of CPU), peak RSS {report.peak_mb:.0f} MB; an index of "
+         f"{index_bytes / 1e3:.0f} kB and "
          f"{pages:,} pages ({total / 1e6:.0f} MB, the largest {largest / 1e6:.2f} MB)",
          "peak RSS well under 1 GB", verdict(report.peak_mb < 1024)),
         ("its index in headless Chromium", f"{pages:,} pages listed", "—", _opened(index),
@@ -87,7 +88,8 @@ def rows(r: dict[str, object]) -> str:
          verdict(slowest <= PAINT_S)),
         ("`batchgen report` (one file)", f"{cells:,} jobs, one per cell",
          "1.67 s, peak RSS 161 MB, 8.3 MB of HTML",
-         f"{single.seconds:.2f} s, peak RSS {single.peak_mb:.0f} MB, {single.output_bytes / 1e6:.1f} MB of HTML",
+         f"{single.seconds:.2f} s ({single.cpu_s:.2f} s of CPU), peak RSS {single.peak_mb:.0f} MB, "
+         f"{single.output_bytes / 1e6:.1f} MB of HTML",
          "info", "info"),
         ("that file in headless Chromium", f"{cells:,} jobs; {int(one['cells']):,} cells drawn at first",
          "first contentful paint 0.17 s, DOMContentLoaded 0.36 s, load event 0.36 s", _opened(one),
