@@ -33,6 +33,7 @@ from batchgen.core.remote import (
     parse_generation,
     parse_json,
 )
+from batchgen.engine.kept_sockets import keep_sockets
 from batchgen.engine.partial import PartialFile, open_partial
 from batchgen.errors import (
     ApiError,
@@ -96,6 +97,7 @@ class OxenClient:
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
             follow_redirects=False,
         )
+        keep_sockets(self.http)  # the pool's check of idle connections without anyio's attribute dict
         self.requests_sent = 0
         self.clock_offset: timedelta | None = None  # the server's clock minus ours, from its Date header
 
