@@ -96,30 +96,34 @@ def insert_generations(
 
 def observed_many(db: Connection, seen: Sequence[tuple[JobState, RemoteGeneration]]) -> None:
     """`observed` for several generations: one executemany per set of facts given."""
-    by_facts: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     now = utcnow()
+    updates: list[tuple[str, dict[str, Any]]] = []
     for job, remote in seen:
         if remote.is_known_status and job.generation_id:
-            facts = present(result_url=remote.result_url)
-            by_facts.setdefault(tuple(sorted(facts)), []).append(
-                {"gid": job.generation_id, "v_remote_status": remote.status, "now": now}
-                | {f"v_{k}": v for k, v in facts.items()}
-            )
-    for columns, params in by_facts.items():
-        db.execute(_setting_status(columns), params)
+            facts = {"remote_status": remote.status, **present(result_url=remote.result_url)}
+            updates.append((job.generation_id, facts))
+    update_generations(db, updates, now=now)
+
+
+def update_generations(db: Connection, updates: Sequence[tuple[str, dict[str, Any]]], *, now: datetime) -> None:
+    """Set facts (columns -> values) of ledger rows by generation id, and their updated_at: one executemany per
+    set of columns."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for generation_id, facts in updates:
+        by_columns.setdefault(tuple(sorted(facts)), []).append(
+            {"gid": generation_id, "now": now, **{f"v_{k}": v for k, v in facts.items()}}
+        )
+    for columns, params in by_columns.items():
+        db.execute(_updating_generation(columns), params)
 
 
 @functools.cache
-def _setting_status(columns: tuple[str, ...]) -> Any:
-    """The ledger's UPDATE of a generation's remote status (and `columns`), built once (issue 15)."""
+def _updating_generation(columns: tuple[str, ...]) -> Any:
+    """The ledger's UPDATE of one generation's `columns`, built once per set of columns (issue 15)."""
     return (
         update(GENERATIONS)
         .where(GENERATIONS.c.generation_id == bindparam("gid"))
-        .values(
-            remote_status=bindparam("v_remote_status"),
-            updated_at=bindparam("now"),
-            **{column: bindparam(f"v_{column}") for column in columns},
-        )
+        .values(updated_at=bindparam("now"), **{column: bindparam(f"v_{column}") for column in columns})
     )
 
 

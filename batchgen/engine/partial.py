@@ -19,6 +19,7 @@ from typing import BinaryIO
 import anyio.to_thread
 
 HASH_CHUNK = 1 << 20
+INLINE_WRITE = 1 << 16  # chunks up to this size are written on the event loop (see PartialFile.append)
 
 
 class PartialFileBusyError(OSError):
@@ -104,8 +105,9 @@ class PartialFile:
         self._handle.close()  # releases the lock; a part not committed stays for the next attempt
 
     async def head(self, n: int = 16) -> bytes:
-        """The file's first `n` bytes (what says which kind of media it is)."""
-        return await anyio.to_thread.run_sync(self._head, n)
+        """The file's first `n` bytes (what says which kind of media it is): a read of the page cache, on the
+        loop (a worker thread's round trip cost more than the read)."""
+        return self._head(n)
 
     def _head(self, n: int) -> bytes:
         self._handle.flush()
@@ -121,7 +123,13 @@ class PartialFile:
         self.size, self._hashed_to, self._digest = 0, 0, hashlib.sha256()
 
     async def append(self, chunk: bytes) -> None:
-        await anyio.to_thread.run_sync(self._append, chunk)
+        """Write `chunk` at the end. A small chunk with nothing earlier to hash is written on the loop (into the page
+        cache: microseconds, less than a worker thread's round trip; most images are one or two chunks); larger
+        ones, or the first after a cut (which hashes what is there), in a worker thread."""
+        if len(chunk) <= INLINE_WRITE and self._hashed_to == self.size:
+            self._append(chunk)
+        else:
+            await anyio.to_thread.run_sync(self._append, chunk)
 
     def _append(self, chunk: bytes) -> None:
         self._catch_up()

@@ -35,6 +35,7 @@ from batchgen.engine.ledger import (
     present,
     set_remote_status,
     standing_of,
+    update_generations,
 )
 from batchgen.engine.records import Fetched, JobState, Lease, NewJob
 from batchgen.engine.sqlite import utcnow
@@ -375,39 +376,40 @@ class JobTransitions:
         """What the history says about generations in the ledger (cost, times, status, result_url): facts, not
         transitions. Rows of generations the ledger does not have are ignored. Returns how many were known."""
         now = utcnow()
-        known = 0
         with self._fenced(lease) as db:
-            for remote, cost in rows:
-                job_id = db.execute(
-                    select(GENERATIONS.c.job_id).where(
-                        GENERATIONS.c.generation_id == remote.generation_id, GENERATIONS.c.run_id == lease.run_id
-                    )
-                ).first()
-                if job_id is None:
-                    continue
-                known += 1
-                ledger_values: dict[str, Any] = {"updated_at": now}
-                if remote.is_known_status:
-                    ledger_values["remote_status"] = remote.status
-                ledger_values.update(present(cost=cost, enqueued_at=remote.enqueued_at, result_url=remote.result_url))
-                db.execute(
-                    update(GENERATIONS)
-                    .where(GENERATIONS.c.generation_id == remote.generation_id)
-                    .values(**ledger_values)
+            known: set[str] = set()
+            for chunk in _chunks([remote.generation_id for remote, _ in rows], 500):
+                known.update(
+                    db.execute(
+                        select(GENERATIONS.c.generation_id).where(
+                            GENERATIONS.c.generation_id.in_(chunk), GENERATIONS.c.run_id == lease.run_id
+                        )
+                    ).scalars()
                 )
-                job_values = present(
+            ledger: list[tuple[str, dict[str, Any]]] = []
+            jobs: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for remote, cost in rows:
+                if remote.generation_id not in known:
+                    continue
+                facts = present(cost=cost, enqueued_at=remote.enqueued_at, result_url=remote.result_url)
+                if remote.is_known_status:
+                    facts["remote_status"] = remote.status
+                ledger.append((remote.generation_id, facts))
+                job_facts = present(
                     cost=cost,
                     started_at=remote.started_at,
                     enqueued_at=remote.enqueued_at,
                     result_url=remote.result_url,
                 )
-                if job_values:
-                    db.execute(
-                        update(JOBS)
-                        .where(JOBS.c.run_id == lease.run_id, JOBS.c.generation_id == remote.generation_id)
-                        .values(**job_values, updated_at=now)
+                if job_facts:
+                    jobs.setdefault(tuple(sorted(job_facts)), []).append(
+                        {"gid": remote.generation_id, "in_run": lease.run_id, "now": now}
+                        | {f"v_{k}": v for k, v in job_facts.items()}
                     )
-        return known
+            update_generations(db, ledger, now=now)
+            for columns, params in jobs.items():
+                db.execute(_jobs_of_generation(columns), params)
+        return len(ledger)
 
 
 def apply_event(db: Connection, job_ids: Sequence[int], event_: JobEvent, **facts: Any) -> JobStatus:
@@ -459,6 +461,16 @@ def _moving(event_: JobEvent, columns: tuple[str, ...], *, each: bool) -> Update
             updated_at=bindparam("now"),
             **{column: bindparam(f"v_{column}") for column in columns},
         )
+    )
+
+
+@functools.cache
+def _jobs_of_generation(columns: tuple[str, ...]) -> Update:
+    """The UPDATE of facts (`columns`, bound as `v_<column>`) on the run's job that has a generation (`gid`)."""
+    return (
+        update(JOBS)
+        .where(JOBS.c.run_id == bindparam("in_run"), JOBS.c.generation_id == bindparam("gid"))
+        .values(updated_at=bindparam("now"), **{column: bindparam(f"v_{column}") for column in columns})
     )
 
 
