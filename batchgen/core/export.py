@@ -289,11 +289,11 @@ class _Layout:
         """The prompt and the axis values of one job, in column order (a parameter wins over a same-named
         variable); MissingColumnError when the job has an axis the columns lack."""
         if self.plain:
-            known = self.known
-            if not (known.issuperset(params) and known.issuperset(variables)):
-                missing = sorted((set(params) | set(variables)) - known)
+            merged = {**variables, **params}
+            if not self.known.issuperset(merged):
+                missing = sorted(set(merged) - self.known)
                 raise MissingColumnError(f"job {key} has {', '.join(missing)}, which the columns lack")
-            values = [params[name] if name in params else variables.get(name) for name in self.axes]
+            values = list(map(merged.get, self.axes))
         else:
             merged: dict[str, Any] = dict.fromkeys(self.axes)
             for name, value in _axis_values(params, variables):
@@ -458,8 +458,8 @@ def write_jsonl(rows: Iterable[JobRow] | ExportRecords, out: TextIO, columns: Se
     line = "{{" + ", ".join(encode(c).replace("{", "{{").replace("}", "}}") + ": {}" for c in columns) + "}}\n"
     fill = line.format
 
-    def texts(values: list[Any]) -> list[str]:
-        return [_json_text(v, encode) for v in values]
+    def texts(values: list[Any]) -> list[str]:  # _json_text's first case written out: most axis values are text
+        return [encode_basestring(v) if type(v) is str else _json_text(v, encode) for v in values]
 
     middle = _middles(_Layout(columns), texts)
     lines: list[str] = []
