@@ -295,13 +295,13 @@ class _Layout:
                 raise MissingColumnError(f"job {key} has {', '.join(missing)}, which the columns lack")
             values = list(map(merged.get, self.axes))
         else:
-            merged: dict[str, Any] = dict.fromkeys(self.axes)
+            placed: dict[str, Any] = dict.fromkeys(self.axes)
             for name, value in _axis_values(params, variables):
                 column = _axis_column(name)
-                if column not in merged:
+                if column not in placed:
                     raise MissingColumnError(f"job {key} has {name!r}, which the columns lack")
-                merged[column] = value
-            values = list(merged.values())
+                placed[column] = value
+            values = list(placed.values())
         prompt = params.get("prompt", "")
         return [prompt if isinstance(prompt, str) else canonical_json(prompt), *values]
 
