@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, inspect
 
-from batchgen.core.export import MissingColumnError, export_columns_of, write_csv, write_jsonl
+from batchgen.core.export import MissingColumnError, export_columns, export_columns_of, write_csv, write_jsonl
 from batchgen.engine.job_stream import write_export
 from batchgen.engine.store import GENERATIONS, JOBS, Store
 
@@ -202,3 +202,23 @@ def test_a_generation_is_used_only_by_the_job_the_ledger_names(store: Store) -> 
     assert seen.money == store.money(run_id)
     assert seen.money.unused_cost == pytest.approx(0.2 + 0.5)
     assert c != b
+
+
+def test_the_first_pass_names_the_axes_as_decoding_every_job_would(store: Store) -> None:
+    # on SQLite the first pass reads each job's keys as SQLite lists them (json_each): escaped, unicode, repeated
+    # and clashing keys, an empty object and a later job's new axis must give the columns of the JobRows themselves
+    run_id = _run(store, "odd keys")
+    texts = [
+        ('{"caf\\u00e9": "x", "a\\"b": 1}', '{"prompt": "p", "\\ud83d\\udc02": 2, "seconds": "4"}'),
+        ("{}", '{"prompt": "q", "seconds": "8", "seconds": "9", "status": "draft"}'),
+        ('{"tab\\there": true, "prompt": "a variable prompt"}', '{"x\\\\y": null, "café": 3}'),
+        ('{"seconds": "a variable"}', '{"prompt": "r", "late": [1, {"k": "v"}]}'),
+    ]
+    with store.engine.begin() as db:
+        for n, (variables, params) in enumerate(texts):
+            db.execute(insert(JOBS).values(**_job(run_id, n, "pending", variables_json=variables, params_json=params)))
+    expected = export_columns(store.job_rows(run_id))
+    with store.job_row_stream(run_id) as jobs:
+        assert export_columns_of(jobs.axis_names()) == expected
+        assert export_columns_of(jobs.axis_names(limit=2)) == export_columns(store.job_rows(run_id)[:2])
+    assert {"café", 'a"b', "🐂", "tab\there", "x\\y", "param.status", "late"} <= set(expected)
