@@ -46,6 +46,8 @@ class JobBook:
         self.changed = anyio.Event()
         self.finished_times: deque[float] = deque(maxlen=200)
         self.bytes_received = 0  # result bytes downloaded by this runner (progress for large files)
+        self.downloading: set[int] = set()  # paid results this runner has still to fetch
+        self.download_done = anyio.Event()  # set when a job leaves `downloading` (the submitter may wait on it)
 
     def received(self, n: int) -> None:
         self.bytes_received += n
@@ -58,7 +60,9 @@ class JobBook:
                 self.by_generation[job.generation_id] = job
             if job.status is JobStatus.PENDING:
                 self.pending.append(job)
-            elif job.status is not JobStatus.DOWNLOADING and self.limit.try_acquire(job.id):
+            elif job.status is JobStatus.DOWNLOADING:
+                self.downloading.add(job.id)
+            elif self.limit.try_acquire(job.id):
                 self.slotted.add(job.id)
         seen: set[str] = set()
         for job in self.pending:
@@ -80,6 +84,11 @@ class JobBook:
         job.status = status
         if status.is_terminal or status in (JobStatus.DOWNLOADING, JobStatus.PENDING, JobStatus.UNKNOWN):
             self.free_slot(job)
+        if status is JobStatus.DOWNLOADING:
+            self.downloading.add(job.id)
+        elif job.id in self.downloading:
+            self.downloading.discard(job.id)
+            self.download_done.set()
         if status.is_terminal:
             self.finished_times.append(time.monotonic())
         if status.is_terminal or status is JobStatus.UNKNOWN:  # nothing more this run can do for it

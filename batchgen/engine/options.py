@@ -30,6 +30,9 @@ class RunOptions:
     job_timeout: float | None = 3 * 3600.0
     unreachable_timeout: float = 600.0  # give up (exit 3, resumable) after this long without any answer
     download_concurrency: int = 8
+    # paid results waiting for their download at most: past it submitting waits (downloads behind, e.g. on a slow
+    # link, must not pile up paid work whose presigned URLs expire meanwhile)
+    download_backlog: int = 256
     download_attempts: int = 12
     resubmit_unknown: bool = False
     lease_seconds: float = 30.0  # how long the run stays ours without a heartbeat (renewed every sixth of it)

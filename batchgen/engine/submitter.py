@@ -159,7 +159,9 @@ class Submitter:
 
     async def _take_batch(self) -> list[list[JobState]]:
         """The next group (waiting for room), then every further group that fits in the slots free right now.
-        Each group becomes one enqueue."""
+        Each group becomes one enqueue. While the downloads are behind (the backlog is full), nothing: paid
+        results come first."""
+        await self._downloads_caught_up()
         batch: list[list[JobState]] = []
         taken = 0
         while self.book.pending and taken < INTENT_BATCH:
@@ -177,6 +179,13 @@ class Submitter:
             batch.append(held)
             taken += len(held)
         return batch
+
+    async def _downloads_caught_up(self) -> None:
+        """Wait while as many paid results as `download_backlog` wait for their download: sending more would only
+        pile up paid work (whose presigned URLs expire) behind a link slower than the generations."""
+        while len(self.book.downloading) >= max(1, self.options.download_backlog):
+            self.book.download_done = anyio.Event()
+            await self.book.download_done.wait()
 
     def _take_slots_now(self, group: list[JobState]) -> list[JobState]:
         """Slots for the whole group if they are free now; otherwise none, and the group goes back in line."""

@@ -158,3 +158,22 @@ async def test_stuck_generations_time_out_are_cancelled_and_the_run_ends(tmp_pat
             remote = emu.state.get(row.generation_id or "")
             assert remote is not None and remote.status.value == "cancelled"
     assert summary.exit_code == 1
+
+
+async def test_submitting_waits_while_paid_results_wait_for_their_download(tmp_path: Path) -> None:
+    """Downloads slower than the generations: past `download_backlog` paid results waiting, nothing more is sent
+    until one is fetched (paid work does not pile up behind a slow link, its URLs expiring)."""
+    backlog, concurrency = 2, 3
+    manifest = write_manifest(tmp_path, 10)
+    faults = Faults(result_size_bytes=40_000, download_bandwidth_bps=100_000)  # 0.4 s a file, one at a time
+    options = {"concurrency": concurrency, "download_concurrency": 1, "download_backlog": backlog}
+    with running_emulator(EmulatorConfig(seed=7, duration_s=0.0, faults=faults)) as emu:
+        summary = await run_against(emu, manifest, tmp_path, options=options)
+        assert_fired(emu, "download_bandwidth_bps")
+        # downloads go one at a time: the second starts once the first is fetched. Until then the runner can
+        # have sent only the jobs that filled the backlog, and those in flight when it filled
+        second_download = sorted(d.time for d in emu.ledger.downloads)[1]
+        sent_before = sum(len(e.generation_ids) for e in emu.ledger.enqueues if e.time < second_download)
+        assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
+    assert summary.exit_code == 0
+    assert sent_before <= backlog + concurrency, f"{sent_before} jobs sent before the first download was fetched"
