@@ -198,7 +198,7 @@ class JobTransitions:
         needed = sum(j.estimated_cost or 0.0 for j in jobs)
         with self._fenced(lease, durable=True, holding=[j.id for j in jobs]) as db:
             # one statement: the other runners' completions (not under the run's lock) are seen all or not at all
-            money = standing_of(db, lease.run_id, COUNTED_IN_FLIGHT)
+            money = standing_of(db, lease.run_id, COUNTED_IN_FLIGHT, money_if_budget=True)
             if concurrency is not None and money.in_flight + len(jobs) > concurrency:
                 raise ConcurrencyFullError(concurrency - money.in_flight)
             if money.budget is not None and money.spent + money.reserved + needed > money.budget + CENT:
