@@ -4,7 +4,8 @@
     options.py      the options every command spells the same way, the settings, the state database
     running.py      run, resume: progress, a clean stop on SIGINT/SIGTERM, the closing words and exit code
     progress_view.py  how progress looks: a live bar on a terminal, a plain line every 10 s elsewhere
-    inspection.py   status, runs, cancel, unused, export, report
+    status.py       status: a run at a glance
+    inspection.py   runs, cancel, unused, export, report
     serve.py        serve: the live gallery
     plan.py         plan
     emulator.py     emulator

@@ -55,7 +55,7 @@ COMMAND_MODULES = {
     "plan": "batchgen.cli.plan",
     "run": "batchgen.cli.running",
     "resume": "batchgen.cli.running",
-    "status": "batchgen.cli.inspection",
+    "status": "batchgen.cli.status",
     "runs": "batchgen.cli.inspection",
     "cancel": "batchgen.cli.inspection",
     "unused": "batchgen.cli.inspection",

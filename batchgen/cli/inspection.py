@@ -1,8 +1,7 @@
-"""The commands that read a run from the database: status, runs, cancel, unused, export and report."""
+"""The commands that read a run from the database: runs, cancel, unused, export and report (status: status.py)."""
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TextIO
@@ -25,97 +24,6 @@ from batchgen.core.jobs import JobStatus
 from batchgen.engine.job_stream import write_export
 from batchgen.engine.outputs import write_atomically
 from batchgen.engine.report_pages import job_media_file, write_report
-
-
-@app.command()
-def status(
-    run_name: RunArgument = None,
-    db: DbOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
-) -> None:
-    """Counts per state, cost and where the files are, for one run."""
-    with existing_store(db) as store:
-        info = store.get_run(run_name)
-        overview = store.overview(info.id)
-        runners = store.runners(info.id)
-    counts, estimated, money, unused = overview.counts, overview.estimated_total, overview.money, overview.unused
-    data = {
-        "run": info.name,
-        "jobs": sum(counts.values()),
-        "counts": {s.value: n for s, n in counts.items()},
-        "estimated_cost": round(estimated, 6),
-        "cost_so_far": round(money.spent, 6),
-        "spent": round(money.spent, 6),
-        "reserved": round(money.reserved, 6),
-        "budget": money.budget,
-        "left": None if money.left is None else round(money.left, 6),
-        "unused_generations": [
-            {
-                "generation_id": u.generation_id,
-                "status": u.remote_status,
-                "cost": u.cost,
-                "estimated_cost": u.estimated_cost,
-            }
-            for u in unused
-        ],
-        "out_dir": info.out_dir,
-        "base_url": info.base_url,
-        "running": info.owner is not None,
-        "stream": info.stream_mode if info.owner is not None else None,
-        "stream_note": info.stream_note if info.owner is not None else None,
-        "runners": [
-            {
-                "host": r.host,
-                "pid": r.pid,
-                "live": r.live,
-                "last_heartbeat": r.heartbeat_at.isoformat(),
-                "jobs_held": r.jobs_held,
-                "ended": r.end_reason,
-            }
-            for r in runners
-        ],
-    }
-    if as_json:
-        stdout.print_json(json.dumps(data))
-        return
-    table = Table(title=f"run {info.name}", show_header=False)
-    for status_value, n in counts.items():
-        table.add_row(status_value.value, str(n))
-    table.add_row("spent", f"${money.spent:.2f} (estimate for every job: ~${estimated:.2f})")
-    table.add_row("reserved", f"${money.reserved:.2f} in flight")
-    if money.budget is not None:
-        spent_of = f"spent ${money.spent:.2f} of ${money.budget:.2f} budget"
-        table.add_row("budget", f"{spent_of} (${money.reserved:.2f} reserved, ${money.left or 0.0:.2f} left)")
-    table.add_row("files", info.out_dir)
-    for r in [r for r in runners if r.live]:
-        table.add_row(
-            "runner", f"process {r.pid} on {r.host}: {r.jobs_held} job(s) held, heartbeat {r.heartbeat_at:%H:%M:%S} UTC"
-        )
-    if info.owner is not None and info.stream_mode:
-        table.add_row("stream", STREAM_MODES.get(info.stream_mode, info.stream_mode) + _because(info.stream_note))
-    stdout.print(table)
-    if unused:
-        lead = f"{len(unused)} generation(s) of this run are paid for (or running) but no job uses them"
-        stderr.print(
-            styled(
-                f"{lead} (${money.unused_cost:.2f})",
-                "yellow",
-                f": `batchgen unused {info.name} --download` fetches them",
-            )
-        )
-
-
-STREAM_MODES = {
-    "live": "live: completions arrive as events",
-    "unproven": "connected, nothing delivered yet: polling until it does",
-    "buffered": "buffered (a proxy holds it back): polling, probing the stream again later",
-    "connecting": "connecting: polling meanwhile",
-    "polling": "off (--poll-only): polling",
-}
-
-
-def _because(note: str | None) -> str:
-    return f" ({note})" if note else ""
 
 
 @app.command()
