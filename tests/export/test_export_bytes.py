@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,21 +27,6 @@ from batchgen.engine.store import JOBS, Store
 GOLDEN = Path(__file__).parent / "golden"
 T0 = datetime(2026, 11, 1, 12, 0, 0, 250000, tzinfo=UTC)
 ROUND = datetime(2026, 11, 1, 13, 0, 0, tzinfo=UTC)  # no microseconds: ISO text without a fraction
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        opened = Store.open(tmp_path / "state" / "batchgen.db")
-        yield opened
-        opened.close()
-        return
-    from tests.kit_postgres import fresh_database
-
-    with fresh_database() as url:
-        opened = Store.open(url)
-        yield opened
-        opened.close()
 
 
 def _job(run_id: int, n: int, **fields: Any) -> dict[str, Any]:

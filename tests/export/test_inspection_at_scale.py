@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,21 +17,6 @@ from batchgen.engine.job_stream import write_export
 from batchgen.engine.store import GENERATIONS, JOBS, Store
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        opened = Store.open(tmp_path / "state" / "batchgen.db")
-        yield opened
-        opened.close()
-        return
-    from tests.kit_postgres import fresh_database
-
-    with fresh_database() as url:
-        opened = Store.open(url)
-        yield opened
-        opened.close()
 
 
 def _run(store: Store, name: str) -> int:
