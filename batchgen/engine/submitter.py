@@ -160,8 +160,16 @@ class Submitter:
     async def _take_batch(self) -> list[list[JobState]]:
         """The next group (waiting for room), then every further group that fits in the slots free right now.
         Each group becomes one enqueue. While the downloads are behind (the backlog is full), nothing: paid
-        results come first."""
-        await self._downloads_caught_up()
+        results come first. The backlog is looked at again once the slots are taken: the jobs in flight that
+        freed them may have filled it meanwhile."""
+        while True:
+            await self._downloads_caught_up()
+            batch = await self._take_groups()
+            if not batch or not self._backlog_full():
+                return batch
+            self._give_back(batch)
+
+    async def _take_groups(self) -> list[list[JobState]]:
         batch: list[list[JobState]] = []
         taken = 0
         while self.book.pending and taken < INTENT_BATCH:
@@ -183,9 +191,12 @@ class Submitter:
     async def _downloads_caught_up(self) -> None:
         """Wait while as many paid results as `download_backlog` wait for their download: sending more would only
         pile up paid work (whose presigned URLs expire) behind a link slower than the generations."""
-        while len(self.book.downloading) >= max(1, self.options.download_backlog):
+        while self._backlog_full():
             self.book.download_done = anyio.Event()
             await self.book.download_done.wait()
+
+    def _backlog_full(self) -> bool:
+        return len(self.book.downloading) >= max(1, self.options.download_backlog)
 
     def _take_slots_now(self, group: list[JobState]) -> list[JobState]:
         """Slots for the whole group if they are free now; otherwise none, and the group goes back in line."""

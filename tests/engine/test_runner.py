@@ -170,8 +170,9 @@ async def test_submitting_waits_while_paid_results_wait_for_their_download(tmp_p
     with running_emulator(EmulatorConfig(seed=7, duration_s=0.0, faults=faults)) as emu:
         summary = await run_against(emu, manifest, tmp_path, options=options)
         assert_fired(emu, "download_bandwidth_bps")
-        # downloads go one at a time: the second starts once the first is fetched. Until then the runner can
-        # have sent only the jobs that filled the backlog, and those in flight when it filled
+        # downloads go one at a time: the second starts once the first is fetched. Until the first is recorded
+        # the runner can have sent at most backlog - 1 jobs now downloading plus the jobs in flight (a batch is
+        # sent only while the backlog has room, looked at again after its slots were taken), then one more
         second_download = sorted(d.time for d in emu.ledger.downloads)[1]
         sent_before = sum(len(e.generation_ids) for e in emu.ledger.enqueues if e.time < second_download)
         assert_exactly_once(emu, tmp_path / "state" / "batchgen.db")
