@@ -19,6 +19,7 @@ from batchgen.core.money import LedgerRow, Money
 from batchgen.core.remote import RemoteGeneration
 from batchgen.engine.records import JobState
 from batchgen.engine.sqlite import as_utc, utcnow
+from batchgen.engine.statements import bound_facts, execute_by_columns
 from batchgen.engine.tables import GenerationTable, JobTable, RunTable
 
 RUNS = RunTable.__table__  # type: ignore[attr-defined]
@@ -37,22 +38,7 @@ def insert_generation(
     remote: RemoteGeneration | None = None,
 ) -> None:
     try:
-        db.execute(
-            insert(GENERATIONS).values(
-                generation_id=generation_id,
-                run_id=run_id,
-                job_id=job.id,
-                model=job.model,
-                request_json=canonical_json(job.params),
-                how=how,
-                seen_at=now,
-                enqueued_at=remote.enqueued_at if remote else None,
-                remote_status=remote.status if remote and remote.is_known_status else "queued",
-                estimated_cost=job.estimated_cost,
-                result_url=remote.result_url if remote else None,
-                updated_at=now,
-            )
-        )
+        db.execute(insert(GENERATIONS).values(**_generation_row(run_id, job, generation_id, how, now, remote)))
     except IntegrityError as exc:
         raise IllegalTransition(
             f"generation {generation_id} is already in the ledger: it cannot have two jobs"
@@ -68,25 +54,8 @@ def insert_generations(
         job, generation_id = pairs[0]
         insert_generation(db, run_id, job, generation_id, how=how, now=now)
         return
-    rows = [
-        {
-            "generation_id": generation_id,
-            "run_id": run_id,
-            "job_id": job.id,
-            "model": job.model,
-            "request_json": canonical_json(job.params),
-            "how": how,
-            "seen_at": now,
-            "enqueued_at": None,
-            "remote_status": "queued",
-            "estimated_cost": job.estimated_cost,
-            "result_url": None,
-            "updated_at": now,
-        }
-        for job, generation_id in pairs
-    ]
     try:
-        db.execute(insert(GENERATIONS), rows)
+        db.execute(insert(GENERATIONS), [_generation_row(run_id, job, gid, how, now) for job, gid in pairs])
     except IntegrityError as exc:
         ids = ", ".join(generation_id for _, generation_id in pairs)
         raise IllegalTransition(
@@ -94,51 +63,62 @@ def insert_generations(
         ) from exc
 
 
+def _generation_row(
+    run_id: int, job: JobState, generation_id: str, how: str, now: datetime, remote: RemoteGeneration | None = None
+) -> dict[str, Any]:
+    """A new ledger row: the job's generation, as an enqueue reply or an adopted remote row gave it."""
+    return {
+        "generation_id": generation_id,
+        "run_id": run_id,
+        "job_id": job.id,
+        "model": job.model,
+        "request_json": canonical_json(job.params),
+        "how": how,
+        "seen_at": now,
+        "enqueued_at": remote.enqueued_at if remote else None,
+        "remote_status": remote.status if remote and remote.is_known_status else "queued",
+        "estimated_cost": job.estimated_cost,
+        "result_url": remote.result_url if remote else None,
+        "updated_at": now,
+    }
+
+
+def observed(db: Connection, job: JobState, remote: RemoteGeneration) -> None:
+    observed_many(db, [(job, remote)])
+
+
 def observed_many(db: Connection, seen: Sequence[tuple[JobState, RemoteGeneration]]) -> None:
-    """`observed` for several generations: one executemany per set of facts given."""
-    now = utcnow()
-    updates: list[tuple[str, dict[str, Any]]] = []
-    for job, remote in seen:
-        if remote.is_known_status and job.generation_id:
-            facts = {"remote_status": remote.status, **present(result_url=remote.result_url)}
-            updates.append((job.generation_id, facts))
-    update_generations(db, updates, now=now)
+    """What the API says of the generations of these jobs: their remote status (and result_url) in the ledger."""
+    update_generations(
+        db,
+        [
+            (job.generation_id, {"remote_status": remote.status, **present(result_url=remote.result_url)})
+            for job, remote in seen
+            if remote.is_known_status and job.generation_id
+        ],
+        now=utcnow(),
+    )
+
+
+def set_remote_status(db: Connection, generation_id: str | None, status: str, **facts: Any) -> None:
+    if generation_id:
+        update_generations(db, [(generation_id, {"remote_status": status, **present(**facts)})], now=utcnow())
 
 
 def update_generations(db: Connection, updates: Sequence[tuple[str, dict[str, Any]]], *, now: datetime) -> None:
     """Set facts (columns -> values) of ledger rows by generation id, and their updated_at: one executemany per
     set of columns."""
-    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for generation_id, facts in updates:
-        by_columns.setdefault(tuple(sorted(facts)), []).append(
-            {"gid": generation_id, "now": now, **{f"v_{k}": v for k, v in facts.items()}}
-        )
-    for columns, params in by_columns.items():
-        db.execute(_updating_generation(columns), params)
+    execute_by_columns(db, _updating_generation, (({"gid": gid, "now": now}, facts) for gid, facts in updates))
 
 
 @functools.cache
 def _updating_generation(columns: tuple[str, ...]) -> Any:
-    """The ledger's UPDATE of one generation's `columns`, built once per set of columns (issue 15)."""
+    """The ledger's UPDATE of one generation's `columns` (engine/statements.py)."""
     return (
         update(GENERATIONS)
         .where(GENERATIONS.c.generation_id == bindparam("gid"))
-        .values(updated_at=bindparam("now"), **{column: bindparam(f"v_{column}") for column in columns})
+        .values(updated_at=bindparam("now"), **bound_facts(columns))
     )
-
-
-def observed(db: Connection, job: JobState, remote: RemoteGeneration) -> None:
-    if remote.is_known_status:
-        set_remote_status(db, job.generation_id, remote.status, result_url=remote.result_url)
-
-
-def set_remote_status(db: Connection, generation_id: str | None, status: str, **facts: Any) -> None:
-    if generation_id:
-        db.execute(
-            update(GENERATIONS)
-            .where(GENERATIONS.c.generation_id == generation_id)
-            .values(remote_status=status, updated_at=utcnow(), **present(**facts))
-        )
 
 
 def paid_generation_ids() -> Any:

@@ -39,6 +39,7 @@ from batchgen.engine.ledger import (
 )
 from batchgen.engine.records import Fetched, JobState, Lease, NewJob
 from batchgen.engine.sqlite import utcnow
+from batchgen.engine.statements import bound_facts, execute_by_columns
 from batchgen.errors import BudgetExceededError
 
 T = TypeVar("T")
@@ -387,7 +388,7 @@ class JobTransitions:
                     ).scalars()
                 )
             ledger: list[tuple[str, dict[str, Any]]] = []
-            jobs: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            jobs: list[tuple[dict[str, Any], dict[str, Any]]] = []
             for remote, cost in rows:
                 if remote.generation_id not in known:
                     continue
@@ -402,13 +403,9 @@ class JobTransitions:
                     result_url=remote.result_url,
                 )
                 if job_facts:
-                    jobs.setdefault(tuple(sorted(job_facts)), []).append(
-                        {"gid": remote.generation_id, "in_run": lease.run_id, "now": now}
-                        | {f"v_{k}": v for k, v in job_facts.items()}
-                    )
+                    jobs.append(({"gid": remote.generation_id, "in_run": lease.run_id, "now": now}, job_facts))
             update_generations(db, ledger, now=now)
-            for columns, params in jobs.items():
-                db.execute(_jobs_of_generation(columns), params)
+            execute_by_columns(db, _jobs_of_generation, jobs)
         return len(ledger)
 
 
@@ -424,31 +421,25 @@ def apply_event(db: Connection, job_ids: Sequence[int], event_: JobEvent, **fact
             )
             changed = db.execute(statement).rowcount
         else:
-            changed = db.execute(_moving(event_, tuple(sorted(facts)), each=False), _bound(ids, facts)).rowcount
+            moving = functools.partial(_moving, event_, each=False)
+            changed = execute_by_columns(db, moving, [({"ids": ids, "now": utcnow()}, facts)])
         _check_moved(db, ids, event_, changed)
     return LIFECYCLE[event_].target
 
 
 def apply_each(db: Connection, event_: JobEvent, moves: Sequence[tuple[int, dict[str, Any]]]) -> JobStatus:
     """`apply_event` for several jobs, each with facts of its own: one executemany per set of columns given."""
-    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for job_id, facts in moves:
-        by_columns.setdefault(tuple(sorted(facts)), []).append(_bound(job_id, facts))
-    changed = 0
-    for columns, params in by_columns.items():
-        statement = _moving(event_, columns, each=True)
-        if len(params) > 1 and db.dialect.supports_sane_multi_rowcount:
-            changed += db.execute(statement, params).rowcount
-        else:
-            changed += sum(db.execute(statement, one).rowcount for one in params)
+    now = utcnow()
+    moving = functools.partial(_moving, event_, each=True)
+    changed = execute_by_columns(db, moving, (({"job_id": job_id, "now": now}, facts) for job_id, facts in moves))
     _check_moved(db, [job_id for job_id, _ in moves], event_, changed)
     return LIFECYCLE[event_].target
 
 
 @functools.cache
 def _moving(event_: JobEvent, columns: tuple[str, ...], *, each: bool) -> Update:
-    """The UPDATE of a move, built once per event and set of columns (building it anew for every write was a
-    tenth of the runner's CPU, issue 15): one job (`job_id`) or a list (`ids`), the facts bound as `v_<column>`."""
+    """The UPDATE of a move, built once per event and set of columns (engine/statements.py): one job (`job_id`)
+    or a list (`ids`)."""
     if each:  # an executemany: no IN (expanding parameters cannot be used there)
         which = and_(JOBS.c.id == bindparam("job_id"), or_(*(JOBS.c.status == s for s in sources(event_))))
     else:
@@ -456,27 +447,18 @@ def _moving(event_: JobEvent, columns: tuple[str, ...], *, each: bool) -> Update
     return (
         update(JOBS)
         .where(which)
-        .values(
-            status=LIFECYCLE[event_].target.value,
-            updated_at=bindparam("now"),
-            **{column: bindparam(f"v_{column}") for column in columns},
-        )
+        .values(status=LIFECYCLE[event_].target.value, updated_at=bindparam("now"), **bound_facts(columns))
     )
 
 
 @functools.cache
 def _jobs_of_generation(columns: tuple[str, ...]) -> Update:
-    """The UPDATE of facts (`columns`, bound as `v_<column>`) on the run's job that has a generation (`gid`)."""
+    """The UPDATE of facts (`columns`) on the run's job that has a generation (`gid`)."""
     return (
         update(JOBS)
         .where(JOBS.c.run_id == bindparam("in_run"), JOBS.c.generation_id == bindparam("gid"))
-        .values(updated_at=bindparam("now"), **{column: bindparam(f"v_{column}") for column in columns})
+        .values(updated_at=bindparam("now"), **bound_facts(columns))
     )
-
-
-def _bound(which: int | list[int], facts: dict[str, Any]) -> dict[str, Any]:
-    key = "ids" if isinstance(which, list) else "job_id"
-    return {key: which, "now": utcnow(), **{f"v_{column}": value for column, value in facts.items()}}
 
 
 def _check_moved(db: Connection, ids: list[int], event_: JobEvent, changed: int) -> None:
