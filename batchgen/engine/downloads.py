@@ -93,9 +93,8 @@ class Downloader:
         self.out_dir, self.run_name, self.options = out_dir, run_name, options
         self.limiter = anyio.CapacityLimiter(options.download_concurrency)
         self.tg: TaskGroup | None = None
-        self._fetched = PerTurn(
-            self._commit_fetched, lambda: self.tg
-        )  # results on disk, their commit waiting for this turn's
+        # results on disk, their commit waiting for this turn's batch (engine/per_turn.py)
+        self._fetched = PerTurn(self._commit_fetched, lambda: self.tg)
 
     def start(self, job: JobState) -> None:
         """Download `job`'s result in the background (the run's task group)."""

@@ -167,23 +167,18 @@ def standing_of(
     """The run's money, budget and jobs in flight. With `money_if_budget` (an intent's check), the money only
     when the run has a budget to check it against: adding up the ledger is a pass over every generation of the
     run, which at a million jobs an intent batch should not pay for nothing."""
+    counting = (
+        select(func.count())
+        .select_from(JOBS)
+        .where(JOBS.c.run_id == run_id, JOBS.c.status.in_(list(counted_in_flight)))
+    )
     if money_if_budget and db.execute(select(RUNS.c.budget).where(RUNS.c.id == run_id)).scalar() is None:
-        in_flight_only = (
-            select(func.count())
-            .select_from(JOBS)
-            .where(JOBS.c.run_id == run_id, JOBS.c.status.in_(list(counted_in_flight)))
-        )
-        return Standing(spent=0.0, reserved=0.0, budget=None, in_flight=int(db.execute(in_flight_only).scalar_one()))
+        return Standing(spent=0.0, reserved=0.0, budget=None, in_flight=int(db.execute(counting).scalar_one()))
+    in_flight = counting.scalar_subquery()
     sums = ledger_sums(run_id).subquery()
     intents = (
         select(func.coalesce(func.sum(func.coalesce(JOBS.c.estimated_cost, 0.0)), 0.0))
         .where(JOBS.c.run_id == run_id, JOBS.c.status.in_([s.value for s in RESERVING]))
-        .scalar_subquery()
-    )
-    in_flight = (
-        select(func.count())
-        .select_from(JOBS)
-        .where(JOBS.c.run_id == run_id, JOBS.c.status.in_(list(counted_in_flight)))
         .scalar_subquery()
     )
     budget = select(RUNS.c.budget).where(RUNS.c.id == run_id).scalar_subquery()

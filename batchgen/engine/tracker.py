@@ -94,9 +94,7 @@ class Tracker:
                 remote=remote,
             )  # fmt: skip
             self.book.moved(job, JobStatus.CANCELLED)
-        if job.status not in ACTIVE:
-            self.sent_at.pop(job.id, None)
-            self.polled_at.pop(job.id, None)
+        self._forget_if_done(job)
 
     async def _commit_successes(self, batch: list[tuple[JobState, RemoteGeneration]]) -> None:
         """The successes heard in one turn of the loop, in one transaction. With downloads off each job is done
@@ -105,10 +103,15 @@ class Tracker:
         for job, _ in batch:
             self._succeeding.discard(job.id)
             self.book.moved(job, status)
-            self.sent_at.pop(job.id, None)
-            self.polled_at.pop(job.id, None)
+            self._forget_if_done(job)
             if status is JobStatus.DOWNLOADING:
                 self.on_paid(job)
+
+    def _forget_if_done(self, job: JobState) -> None:
+        """A job no longer in flight needs no poll schedule."""
+        if job.status not in ACTIVE:
+            self.sent_at.pop(job.id, None)
+            self.polled_at.pop(job.id, None)
 
     def _active(self, job: JobState) -> bool:
         """Still in flight for the tracker: active, and not a success waiting for its commit."""
