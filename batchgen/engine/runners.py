@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, func, insert, or_, select, update
 
 from batchgen.core.jobs import JobStatus
 from batchgen.engine.holders import holder_is_gone, identity, lease_lost, refuse_if_held
@@ -240,19 +240,19 @@ def live_runner(db: Connection, run_id: int, postgres: bool) -> str | None:
     return None
 
 
-# the lease's runner row, as long as it is live with the lease's token; bound parameters, so that the fence and
-# the hold, which run in every write a runner makes, are statements built once (building them anew each time was
-# a tenth of its CPU, issue 15)
-_LIVE_RUNNER = (
-    RUNNERS.c.id == bindparam("runner_id"),
-    RUNNERS.c.token == bindparam("token"),
-    RUNNERS.c.ended_at.is_(None),
-)
+def _live_runner(runner_id: Any, token: Any) -> tuple[ColumnElement[bool], ...]:
+    """A runner's row, as long as it is live with this token."""
+    return RUNNERS.c.id == runner_id, RUNNERS.c.token == token, RUNNERS.c.ended_at.is_(None)
 
 
 def _this_runner(lease: Lease) -> tuple[ColumnElement[bool], ...]:
-    """`_LIVE_RUNNER` for this lease, for the statements built per call (heartbeat, leaving the run)."""
-    return (and_(*_LIVE_RUNNER).params(runner_id=lease.runner_id, token=lease.epoch),)
+    """The lease's runner row, as long as it is live with the lease's token."""
+    return _live_runner(lease.runner_id, lease.epoch)
+
+
+# with bound parameters, so that the fence and the hold, which run in every write a runner makes, are statements
+# built once (building them anew each time was a tenth of its CPU, issue 15)
+_LIVE_RUNNER = _live_runner(bindparam("runner_id"), bindparam("token"))
 
 
 def _run_row_of(lease: Lease) -> tuple[ColumnElement[bool], ...]:
