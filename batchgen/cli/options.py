@@ -9,12 +9,15 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from batchgen.engine.store import RunInfo, Store
+from batchgen.engine.records import RunInfo
 from batchgen.settings import Settings, resolve_settings
+
+if TYPE_CHECKING:
+    from batchgen.engine.store import Store
 
 DbOption = Annotated[
     str | None,
@@ -47,6 +50,8 @@ def settings(*, db: str | Path | None = None, base_url: str | None = None, run: 
 @contextlib.contextmanager
 def existing_store(db: str | Path | None) -> Iterator[Store]:
     """The state database named by --db (or the environment, or the default); it must exist already."""
+    from batchgen.engine.store import Store  # here: `status` of a SQLite file reads it without SQLAlchemy
+
     store = Store.open(settings(db=db).db, create=False)
     try:
         yield store

@@ -1,17 +1,21 @@
 """`batchgen status`: a run at a glance, at any size (engine/overview.py). A module of its own, so that the
 command a user runs most imports only what it shows (not the report's or the HTTP client's code): it has a 1 s
-budget at a million jobs, Python's start included."""
+budget at a million jobs, Python's start included. A SQLite file is read through the standard library's driver
+(engine/glance.py), without SQLAlchemy; anything glance cannot read goes to the store, as every command does."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from batchgen.cli.app import app, stderr, stdout, styled
-from batchgen.cli.options import DbOption, RunArgument, existing_store
+from batchgen.cli.options import DbOption, RunArgument, existing_store, settings
+from batchgen.core.locations import is_database_url
+from batchgen.engine.glance import glance
 
 
 @app.command()
@@ -21,10 +25,15 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
 ) -> None:
     """Counts per state, cost and where the files are, for one run."""
-    with existing_store(db) as store:
-        info = store.get_run(run_name)
-        overview = store.overview(info.id)
-        runners = store.runners(info.id)
+    location = settings(db=db).db
+    seen = None if isinstance(location, str) and is_database_url(location) else glance(Path(location), run_name)
+    if seen is not None:
+        info, overview, runners = seen.run, seen.overview, seen.runners
+    else:  # PostgreSQL, an older schema, no such run, ...: the store migrates, or says what is wrong
+        with existing_store(db) as store:
+            info = store.get_run(run_name)
+            overview = store.overview(info.id)
+            runners = store.runners(info.id)
     counts, estimated, money, unused = overview.counts, overview.estimated_total, overview.money, overview.unused
     data = {
         "run": info.name,

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from batchgen.engine.sqlite import as_utc
+from batchgen.engine.utc import as_utc
 from batchgen.errors import LeaseLostError, RunLockedError
 
 
@@ -57,6 +57,12 @@ def lease_is_over(row: Any, now: datetime) -> bool:
         return True  # its process is gone (kill -9, crash): the run is free at once
     until = as_utc(row.lease_until)
     return until is None or now > until
+
+
+def runner_is_live(row: Any, now: datetime) -> bool:
+    """A runner's row (of `runners`) is live: not ended, its lease not over, its process not certainly gone."""
+    until = as_utc(row.lease_until)
+    return row.ended_at is None and until is not None and until > now and not holder_is_gone(row.identity)
 
 
 def refuse_if_held(row: Any, now: datetime) -> None:

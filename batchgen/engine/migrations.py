@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, text
 
+from batchgen.engine.tallies import TALLY_BACKFILL, TALLY_DDL
+
 Migration = Callable[[Connection], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
 
@@ -209,6 +211,17 @@ def m006_ledger_pairs_in_order(db: Connection) -> None:
         "CREATE INDEX ix_generations_run_money ON generations "
         "(run_id, generation_id, job_id, remote_status, cost, estimated_cost)",
     )
+
+
+@migration
+def m007_tallies(db: Connection) -> None:
+    """`status` at 1,000,000 jobs without a scan: on SQLite the run's counts and money kept by triggers as its jobs
+    and ledger rows change (engine/tallies.py), filled here from what the database already holds. PostgreSQL keeps
+    none (one shared row per count would serialise a run's runners) and its `status` reads aggregates, as before."""
+    if db.dialect.name != "sqlite":
+        return
+    for statement in (*TALLY_DDL, *TALLY_BACKFILL):
+        db.exec_driver_sql(statement)
 
 
 def apply_migrations(db: Connection) -> list[str]:

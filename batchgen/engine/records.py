@@ -3,6 +3,7 @@ working copy, a run at a glance."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,6 +11,8 @@ from typing import Any
 
 from batchgen.core.jobs import JobSpec, JobStatus
 from batchgen.core.money import LedgerRow, Money
+from batchgen.engine.holders import runner_is_live
+from batchgen.engine.utc import as_utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,46 @@ class RunInfo:
     budget: float | None = None
     stream_mode: str | None = None  # while held: the holder's event stream (live, buffered, polling, ...)
     stream_note: str | None = None  # why it is not live
+
+
+def run_info(row: Any, owner: str | None) -> RunInfo:
+    """A `runs` row as the store hands it out (times aware, settings parsed); `owner` the live holder, if any."""
+    return RunInfo(
+        id=row.id,
+        name=row.name,
+        manifest_path=row.manifest_path,
+        base_url=row.base_url,
+        out_dir=row.out_dir,
+        settings=json.loads(row.settings_json),
+        created_at=as_utc(row.created_at) or row.created_at,
+        owner=owner,
+        budget=row.budget,
+        stream_mode=row.stream_mode if owner else None,
+        stream_note=row.stream_note,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerInfo:
+    """One runner of a run, for `status`."""
+
+    id: int
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    live: bool
+    jobs_held: int
+    end_reason: str | None
+
+
+def runner_info(row: Any, now: datetime, held: Mapping[int, int]) -> RunnerInfo:
+    """A `runners` row for `status`, live or not at `now`, with the unfinished jobs it holds (`held`, by runner)."""
+    return RunnerInfo(
+        id=row.id, host=row.host, pid=row.pid, started_at=as_utc(row.started_at) or row.started_at,
+        heartbeat_at=as_utc(row.heartbeat_at) or row.heartbeat_at, live=runner_is_live(row, now),
+        jobs_held=int(held.get(row.id, 0)), end_reason=row.end_reason,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

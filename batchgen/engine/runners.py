@@ -20,37 +20,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, bindparam, func, insert, or_, select, update
 
 from batchgen.core.jobs import JobStatus
-from batchgen.engine.holders import holder_is_gone, identity, lease_lost, refuse_if_held
+from batchgen.engine.holders import holder_is_gone, identity, lease_lost, refuse_if_held, runner_is_live
 from batchgen.engine.ledger import JOBS, RUNS
-from batchgen.engine.records import JobState, Lease
+from batchgen.engine.records import JobState, Lease, RunnerInfo, runner_info
 from batchgen.engine.sqlite import as_utc, utcnow
 from batchgen.engine.tables import RunnerTable
+from batchgen.engine.tallies import UNFINISHED
 from batchgen.errors import RunLockedError
 
 RUNNERS = RunnerTable.__table__  # type: ignore[attr-defined]
 LEASE_SECONDS = 30.0
-UNFINISHED = ("pending", "submitting", "unknown", "queued", "processing", "downloading")
-
-
-@dataclass(frozen=True, slots=True)
-class RunnerInfo:
-    """One runner of a run, for `status`."""
-
-    id: int
-    host: str
-    pid: int
-    started_at: datetime
-    heartbeat_at: datetime
-    live: bool
-    jobs_held: int
-    end_reason: str | None
 
 
 class RunnerSeats:
@@ -203,15 +188,7 @@ class RunnerSeats:
                 ).all()
             )
             rows = db.execute(select(RUNNERS).where(RUNNERS.c.run_id == run_id).order_by(RUNNERS.c.id.desc())).all()
-        found = [
-            RunnerInfo(
-                id=r.id, host=r.host, pid=r.pid, started_at=as_utc(r.started_at) or r.started_at,
-                heartbeat_at=as_utc(r.heartbeat_at) or r.heartbeat_at, live=_live(r, now),
-                jobs_held=int(held.get(r.id, 0)), end_reason=r.end_reason,
-            )
-            for r in rows
-        ]  # fmt: skip
-        return sorted(found, key=lambda r: not r.live)
+        return sorted((runner_info(r, now, held) for r in rows), key=lambda r: not r.live)
 
     def _claiming(self, lease: Lease) -> AbstractContextManager[Connection]:
         # SKIP LOCKED needs no run lock on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises anyway
@@ -226,16 +203,11 @@ def _now(db: Connection, postgres: bool) -> datetime:
     return utcnow()
 
 
-def _live(row: Any, now: datetime) -> bool:
-    until = as_utc(row.lease_until)
-    return row.ended_at is None and until is not None and until > now and not holder_is_gone(row.identity)
-
-
 def live_runner(db: Connection, run_id: int, postgres: bool) -> str | None:
     """The identity of a live runner of the run (None when none is)."""
     now = _now(db, postgres)
     for row in db.execute(select(RUNNERS).where(RUNNERS.c.run_id == run_id, RUNNERS.c.ended_at.is_(None))).all():
-        if _live(row, now):
+        if runner_is_live(row, now):
             return str(row.identity)
     return None
 
@@ -309,7 +281,7 @@ def _end_runners(
     let every ended runner's jobs go."""
     live = db.execute(select(RUNNERS).where(RUNNERS.c.run_id == run_id, RUNNERS.c.ended_at.is_(None))).all()
     for r in live:
-        if r.id == sparing or (only_expired and _live(r, now)):
+        if r.id == sparing or (only_expired and runner_is_live(r, now)):
             continue
         ending = update(RUNNERS).where(RUNNERS.c.id == r.id, RUNNERS.c.ended_at.is_(None))
         if only_expired and not holder_is_gone(r.identity):
@@ -325,7 +297,7 @@ def _end_runners(
 
 
 def _refuse_if_runners(db: Connection, run: Any, now: datetime) -> None:
-    live = [r for r in db.execute(select(RUNNERS).where(RUNNERS.c.run_id == run.id)).all() if _live(r, now)]
+    live = [r for r in db.execute(select(RUNNERS).where(RUNNERS.c.run_id == run.id)).all() if runner_is_live(r, now)]
     if live:
         r = live[0]
         raise RunLockedError(

@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
+from batchgen.engine.utc import as_utc, utcnow
 from batchgen.errors import StateError
 
-
-def utcnow() -> datetime:
-    """Aware UTC: SQLModel's column type refuses naive datetimes and gives aware ones back."""
-    return datetime.now(UTC)
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+__all__ = ["as_utc", "utcnow"]  # kept here too: where the store's modules have always taken them from
 
 
 def on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:

@@ -34,9 +34,10 @@ from batchgen.engine.ledger import GENERATIONS, JOBS, RUNS, ledger_row, money_of
 from batchgen.engine.migrations import apply_migrations
 from batchgen.engine.overview import run_overview
 from batchgen.engine.postgres import lock_for_writing, postgres_engine, postgres_error, shown
-from batchgen.engine.records import JobState, Lease, NewJob, RunInfo, RunOverview
+from batchgen.engine.records import JobState, Lease, NewJob, RunInfo, RunOverview, run_info
 from batchgen.engine.runners import RunnerSeats, fence, fence_holding, live_runner
 from batchgen.engine.sqlite import as_utc, on_begin, on_connect, pragma, state_error, utcnow
+from batchgen.engine.tallies import tallied_overview
 from batchgen.engine.transitions import JobTransitions, apply_event
 from batchgen.errors import StateError
 
@@ -172,19 +173,7 @@ class Store(JobTransitions, RunnerSeats):
                 known = ", ".join(r.name for r in self.list_runs()[:10]) or "none"
                 raise StateError(f"no run named {name!r} in {self.where} (runs: {known})")
             raise StateError(f"no runs in {self.where} yet (start one with `batchgen run MANIFEST`)")
-        return RunInfo(
-            id=row.id,
-            name=row.name,
-            manifest_path=row.manifest_path,
-            base_url=row.base_url,
-            out_dir=row.out_dir,
-            settings=json.loads(row.settings_json),
-            created_at=as_utc(row.created_at) or row.created_at,
-            owner=owner,
-            budget=row.budget,
-            stream_mode=row.stream_mode if owner else None,
-            stream_note=row.stream_note,
-        )
+        return run_info(row, owner)
 
     def list_runs(self) -> list[RunInfo]:
         with self.engine.connect() as db:
@@ -234,9 +223,17 @@ class Store(JobTransitions, RunnerSeats):
         return (*jobs, *ledger)
 
     def overview(self, run_id: int) -> RunOverview:
-        """Counts, the estimate, money and the paid-but-unused generations in one read: `status` at any size."""
+        """Counts, the estimate, money and the paid-but-unused generations in one read: `status` at any size (on
+        SQLite from the tallies its triggers keep, a few rows; on PostgreSQL in aggregate reads)."""
         with self._read() as db:
-            return run_overview(db, run_id)
+            if self.postgres:
+                return run_overview(db, run_id)
+            with db.begin():  # one snapshot for every figure
+                cursor = db.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    return tallied_overview(cursor, run_id)
+                finally:
+                    cursor.close()
 
     def unused_generations(self, run_id: int) -> list[LedgerRow]:
         """Generations of the run that no job uses (none was assigned, or the job uses another), not failed."""
