@@ -5,7 +5,7 @@ jobs by status, the ledger's sums, the paid-but-unused merge), about 1 s on this
 start. Here SQLite keeps the answers itself, in the same transaction as every change, by triggers (migration m007):
 
 - `job_tallies`: per run, status, error class ('' for none) and holding runner (0 for none), the jobs and the sum
-  of their estimates. A job's move takes one from its old row and adds one to its new.
+  of their estimates (money here is whole nanodollars, so that it adds and takes away exactly). A job's move takes one from its old row and adds one to its new.
 - `ledger_tallies`: per run, the ledger's spent and in-flight money (`ledger.ledger_sums`' rules, written here in
   SQL once more: tests/engine/test_tallies.py holds the two together) and how many generations are paid-but-unused
   (`ledger.unused_query`: counted, and no job holds that generation). The few unused generations are read only
@@ -34,17 +34,25 @@ from batchgen.core.money import LedgerRow, Money
 from batchgen.engine.records import RunOverview
 from batchgen.engine.utc import as_utc
 
-__all__ = ["TALLY_BACKFILL", "TALLY_DDL", "UNFINISHED", "held_by_runner", "tallied_overview"]
+__all__ = ["NANO", "TALLY_BACKFILL", "TALLY_DDL", "UNFINISHED", "held_by_runner", "tallied_overview"]
 
 UNFINISHED = tuple(s.value for s in JobStatus if s not in TERMINAL)  # held by a runner while in these
 _RESERVING = frozenset(s.value for s in RESERVING)
 
+
+def _nano(dollars: str) -> str:
+    """Money in the tallies is whole nanodollars: integers add up and take away exactly, change after change,
+    where floats would leave residues (-4e-16 reserved, once every job is done)."""
+    return f"CAST(ROUND(({dollars}) * 1000000000.0) AS INTEGER)"
+
+
+NANO = 1e9  # nanodollars to a dollar
 # a ledger row's part of each sum, for a row named R (NEW or OLD): ledger_sums' `paid` and `flying`
-_PAID = (
+_PAID = _nano(
     "CASE WHEN R.remote_status = 'succeeded' OR R.cost IS NOT NULL THEN COALESCE(R.cost, R.estimated_cost, 0.0) "
     "ELSE 0.0 END"
 )
-_FLYING = (
+_FLYING = _nano(
     "CASE WHEN R.cost IS NULL AND R.remote_status NOT IN ('succeeded', 'failed', 'cancelled') "
     "THEN COALESCE(R.estimated_cost, 0.0) ELSE 0.0 END"
 )
@@ -64,7 +72,7 @@ def _job_add(row: str, sign: str) -> str:
     return (
         "INSERT INTO job_tallies (run_id, status, error_class, runner_id, jobs, estimated) VALUES "
         f"({row}.run_id, {row}.status, COALESCE({row}.error_class, ''), COALESCE({row}.runner_id, 0), {sign}1, "
-        f"{sign}COALESCE({row}.estimated_cost, 0.0)) ON CONFLICT (run_id, status, error_class, runner_id) DO UPDATE "
+        f"{sign}{_nano(f'COALESCE({row}.estimated_cost, 0.0)')}) ON CONFLICT (run_id, status, error_class, runner_id) DO UPDATE "
         "SET jobs = jobs + excluded.jobs, estimated = estimated + excluded.estimated;"
     )
 
@@ -95,9 +103,9 @@ _LEDGER_CHANGED = " OR ".join(
 
 TALLY_DDL = (
     "CREATE TABLE job_tallies (run_id INTEGER NOT NULL, status VARCHAR NOT NULL, error_class VARCHAR NOT NULL, "
-    "runner_id INTEGER NOT NULL, jobs INTEGER NOT NULL, estimated FLOAT NOT NULL, "
+    "runner_id INTEGER NOT NULL, jobs INTEGER NOT NULL, estimated INTEGER NOT NULL, "
     "PRIMARY KEY (run_id, status, error_class, runner_id))",
-    "CREATE TABLE ledger_tallies (run_id INTEGER PRIMARY KEY, spent FLOAT NOT NULL, flying FLOAT NOT NULL, "
+    "CREATE TABLE ledger_tallies (run_id INTEGER PRIMARY KEY, spent INTEGER NOT NULL, flying INTEGER NOT NULL, "
     "unused INTEGER NOT NULL)",
     f"CREATE TRIGGER tally_job_added AFTER INSERT ON jobs BEGIN {_job_add('NEW', '')} "
     "UPDATE ledger_tallies SET unused = unused - 1 WHERE NEW.generation_id IS NOT NULL AND run_id IN "
@@ -118,9 +126,9 @@ TALLY_DDL = (
 TALLY_BACKFILL = (
     "INSERT INTO job_tallies (run_id, status, error_class, runner_id, jobs, estimated) "
     "SELECT run_id, status, COALESCE(error_class, ''), COALESCE(runner_id, 0), COUNT(*), "
-    "TOTAL(COALESCE(estimated_cost, 0.0)) FROM jobs GROUP BY 1, 2, 3, 4",
+    f"SUM({_nano('COALESCE(estimated_cost, 0.0)')}) FROM jobs GROUP BY 1, 2, 3, 4",
     "INSERT INTO ledger_tallies (run_id, spent, flying, unused) "
-    f"SELECT R.run_id, TOTAL({_PAID}), TOTAL({_FLYING}), TOTAL({_UNUSED}) FROM generations AS R GROUP BY R.run_id",
+    f"SELECT R.run_id, SUM({_PAID}), SUM({_FLYING}), SUM({_UNUSED}) FROM generations AS R GROUP BY R.run_id",
 )
 
 _UNUSED_ROWS = (
@@ -135,7 +143,7 @@ def tallied_overview(cursor: Any, run_id: int) -> RunOverview:
     counts: dict[JobStatus, int] = {}
     estimated = intents = 0.0
     for status, error_class, jobs, estimate in cursor.execute(
-        "SELECT status, error_class, SUM(jobs), TOTAL(estimated) FROM job_tallies WHERE run_id = ? AND jobs != 0 "
+        "SELECT status, error_class, SUM(jobs), SUM(estimated) / 1000000000.0 FROM job_tallies WHERE run_id = ? AND jobs != 0 "
         "GROUP BY status, error_class",
         (run_id,),
     ).fetchall():
@@ -144,7 +152,9 @@ def tallied_overview(cursor: Any, run_id: int) -> RunOverview:
         if error_class != "removed":
             counts[JobStatus(status)] = counts.get(JobStatus(status), 0) + jobs
             estimated += estimate
-    found = cursor.execute("SELECT spent, flying, unused FROM ledger_tallies WHERE run_id = ?", (run_id,)).fetchone()
+    found = cursor.execute(
+        "SELECT spent / 1000000000.0, flying / 1000000000.0, unused FROM ledger_tallies WHERE run_id = ?", (run_id,)
+    ).fetchone()
     spent, flying, unused_count = found if found is not None else (0.0, 0.0, 0)
     budget = cursor.execute("SELECT budget FROM runs WHERE id = ?", (run_id,)).fetchone()
     unused = [_ledger_row(r) for r in cursor.execute(_UNUSED_ROWS, (run_id,)).fetchall()] if unused_count else []

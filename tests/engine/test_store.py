@@ -870,6 +870,30 @@ def test_the_budget_is_checked_for_the_whole_batch_and_may_be_met_exactly(tmp_pa
     store.close()
 
 
+def test_at_the_budget_the_ledger_itself_decides_not_its_tallies(tmp_path: Path) -> None:
+    """On SQLite an intent reads the ledger's money from the tallies its triggers keep (one row, not a pass over a
+    million); a sum kept change by change may differ from one added up in the last bits, so within a millionth of
+    the budget the intent adds the ledger up. Here the tally is made to differ by a hair either way, at the budget."""
+    store, run_id = _open(tmp_path, budget=5.0)
+    lease = store.acquire_run(run_id)
+    a, b = _add(store, lease, cost=2.5), _add(store, lease, cost=2.5)
+    store.record_intents(lease, [a])
+    store.record_enqueued(lease, [(a, "ga")])
+    store.record_remote_rows(lease, [(_remote("ga", "succeeded"), 2.5)])  # spent 2.50: b meets the budget exactly
+    _sql(store.path, "UPDATE ledger_tallies SET spent = spent + 100")  # a tally just past it would refuse b
+    store.record_intents(lease, [b])
+    assert _status(store.path, b.id) == "submitting"
+    c = _add(store, lease, cost=1e-8)
+    _sql(store.path, "UPDATE ledger_tallies SET spent = spent - 200")  # and one just under would let c through
+    with pytest.raises(BudgetExceededError):
+        store.record_intents(lease, [c])
+    _sql(
+        store.path, "UPDATE ledger_tallies SET spent = spent - 1000000000"
+    )  # far from the budget the tally decides alone
+    store.record_intents(lease, [c])
+    store.close()
+
+
 def _enqueue(store: Store, lease: Lease, job: JobState, gid: str) -> JobState:
     store.record_intents(lease, [job])
     store.record_enqueued(lease, [(_load(store, lease, job.key), gid)])
