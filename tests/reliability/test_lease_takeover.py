@@ -24,6 +24,18 @@ def _lease_over(db: Path) -> bool:
     return until is not None and datetime.fromisoformat(until).replace(tzinfo=UTC) < datetime.now(UTC)
 
 
+def _wait_for_the_write_lock_free(db: Path) -> None:
+    """Until the runner's transaction ends: SQLite's busy handler waits for the lock (bounded by its timeout)."""
+    waiter = sqlite3.connect(db, timeout=10, isolation_level=None)
+    try:
+        waiter.execute("BEGIN IMMEDIATE")
+        waiter.execute("ROLLBACK")
+    except sqlite3.OperationalError:
+        pass  # still held after 10 s: the caller's next attempt says so, bounded
+    finally:
+        waiter.close()
+
+
 def _pause_outside_a_transaction(process: subprocess.Popen[str], db: Path) -> None:
     """SIGSTOP the runner at a moment it holds no write lock on the database (a pause inside one of its
     millisecond-long transactions would block every other process on SQLite until it is continued)."""
@@ -36,6 +48,7 @@ def _pause_outside_a_transaction(process: subprocess.Popen[str], db: Path) -> No
             return
         except sqlite3.OperationalError:
             process.send_signal(signal.SIGCONT)
+            _wait_for_the_write_lock_free(db)  # else the next SIGSTOP can land in that same transaction, again
         finally:
             probe.close()
     raise AssertionError("the runner always held the database's write lock")
