@@ -14,16 +14,15 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from urllib.request import pathname2url
 
-from batchgen.engine.holders import lease_is_over, runner_is_live
-from batchgen.engine.records import RunInfo, RunnerInfo, RunOverview, run_info, runner_info
+from batchgen.engine.holders import lease_is_over, live_identity
+from batchgen.engine.records import RunInfo, RunnerInfo, RunOverview, run_info, runner_infos
 from batchgen.engine.tallies import held_by_runner, tallied_overview
-from batchgen.engine.utc import utcnow
+from batchgen.engine.utc import stored_time, utcnow
 
 __all__ = ["NEWEST_MIGRATION", "Glance", "glance"]
 
@@ -75,18 +74,12 @@ def _read(cursor: sqlite3.Cursor, plain: sqlite3.Cursor, name: str | None) -> Gl
     runners = cursor.execute("SELECT * FROM runners WHERE run_id = ? ORDER BY id DESC", (row.id,)).fetchall()
     owner = row.owner
     if lease_is_over(row, now):  # Store.get_run's rule: else the identity of any live runner of the run
-        owner = next((str(r.identity) for r in runners if r.ended_at is None and runner_is_live(r, now)), None)
-    overview = tallied_overview(plain, row.id)
-    held = held_by_runner(plain, row.id)
-    shown = sorted((runner_info(r, now, held) for r in runners), key=lambda r: not r.live)
-    return Glance(run=run_info(row, owner), overview=overview, runners=shown)
+        owner = live_identity(runners, now)
+    shown = runner_infos(runners, now, held_by_runner(plain, row.id))
+    return Glance(run=run_info(row, owner), overview=tallied_overview(plain, row.id), runners=shown)
 
 
 def _row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Any:
     """A row with its columns as attributes, times as datetimes (naive UTC, as SQLAlchemy reads them)."""
     names = [d[0] for d in cursor.description]
-    return SimpleNamespace(**{n: _moment(v) if n in _TIMES else v for n, v in zip(names, values, strict=True)})
-
-
-def _moment(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
+    return SimpleNamespace(**{n: stored_time(v) if n in _TIMES else v for n, v in zip(names, values, strict=True)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,11 @@ def runner_is_live(row: Any, now: datetime) -> bool:
     """A runner's row (of `runners`) is live: not ended, its lease not over, its process not certainly gone."""
     until = as_utc(row.lease_until)
     return row.ended_at is None and until is not None and until > now and not holder_is_gone(row.identity)
+
+
+def live_identity(runners: Iterable[Any], now: datetime) -> str | None:
+    """The identity of a live runner among these `runners` rows (None when none is)."""
+    return next((str(r.identity) for r in runners if runner_is_live(r, now)), None)
 
 
 def refuse_if_held(row: Any, now: datetime) -> None:

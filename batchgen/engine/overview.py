@@ -5,7 +5,8 @@ it can: one of the jobs (counts, estimates and reservations together, grouped in
 `ix_jobs_run_status`), one of the ledger (spent and in flight, from `ix_generations_run_money`), and the
 paid-but-unused generations once (they were read twice, for the money and for the list), as one merge of two
 index scans (m006). The indexes cover the columns read (migrations m005, m006), so neither table's rows are
-touched but the few unused generations'. The figures are those of `ledger.money_of` and `Store.status_counts` /
+touched but the few unused generations'. On SQLite, `Store.overview` reads the same figures from the tallies
+(engine/tallies.py); both are laid out by `records.overview_from`. The figures are those of `ledger.money_of` and `Store.status_counts` /
 `Store.estimated_total`, computed the same way.
 """
 
@@ -15,46 +16,25 @@ from typing import Any
 
 from sqlalchemy import Connection, except_, func, select
 
-from batchgen.core.jobs import JobStatus
-from batchgen.core.lifecycle import RESERVING
-from batchgen.core.money import Money
-from batchgen.engine.ledger import GENERATIONS, JOBS, RUNS, ledger_row, ledger_sums
-from batchgen.engine.records import RunOverview
+from batchgen.engine.ledger import GENERATIONS, JOBS, RUNS, ledger_sums
+from batchgen.engine.records import RunOverview, ledger_row, overview_from
 
 __all__ = ["run_overview"]
-
-_RESERVING = frozenset(s.value for s in RESERVING)
 
 
 def run_overview(db: Connection, run_id: int) -> RunOverview:
     """Jobs per status and the estimate of every job (both leaving out jobs the manifest no longer has), and where
     the run's money stands, with its paid-but-unused generations."""
-    counts: dict[JobStatus, int] = {}
-    estimated = intents = 0.0
     j = JOBS.c
-    for status, error_class, n, estimate in db.execute(
+    groups = db.execute(
         select(j.status, j.error_class, func.count(), func.sum(func.coalesce(j.estimated_cost, 0.0)))
         .where(j.run_id == run_id)
         .group_by(j.status, j.error_class)
-    ):
-        if status in _RESERVING:
-            intents += float(estimate or 0.0)
-        if error_class != "removed":
-            counts[JobStatus(status)] = counts.get(JobStatus(status), 0) + n
-            estimated += float(estimate or 0.0)
+    ).all()
     sums = db.execute(ledger_sums(run_id)).one()
-    spent, in_flight = sums.spent, sums.flying
     budget = db.execute(select(RUNS.c.budget).where(RUNS.c.id == run_id)).scalar()
     unused = [ledger_row(r) for r in db.execute(_unused(run_id))]
-    money = Money(
-        spent=float(spent or 0.0),
-        reserved=float(in_flight or 0.0) + intents,
-        budget=budget,
-        unused=len(unused),
-        unused_cost=sum(float(u.cost if u.cost is not None else (u.estimated_cost or 0.0)) for u in unused),
-    )
-    ordered = {s: counts[s] for s in sorted(counts, key=lambda s: s.value)}  # as status_counts: by status name
-    return RunOverview(counts=ordered, estimated_total=estimated, money=money, unused=unused)
+    return overview_from(groups, spent=sums.spent, in_flight=sums.flying, budget=budget, unused=unused)
 
 
 def _unused(run_id: int) -> Any:

@@ -4,15 +4,16 @@ working copy, a run at a glance."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from batchgen.core.jobs import JobSpec, JobStatus
+from batchgen.core.lifecycle import RESERVING
 from batchgen.core.money import LedgerRow, Money
 from batchgen.engine.holders import runner_is_live
-from batchgen.engine.utc import as_utc
+from batchgen.engine.utc import as_utc, stored_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +62,34 @@ class RunnerInfo:
     end_reason: str | None
 
 
-def runner_info(row: Any, now: datetime, held: Mapping[int, int]) -> RunnerInfo:
-    """A `runners` row for `status`, live or not at `now`, with the unfinished jobs it holds (`held`, by runner)."""
-    return RunnerInfo(
-        id=row.id, host=row.host, pid=row.pid, started_at=as_utc(row.started_at) or row.started_at,
-        heartbeat_at=as_utc(row.heartbeat_at) or row.heartbeat_at, live=runner_is_live(row, now),
-        jobs_held=int(held.get(row.id, 0)), end_reason=row.end_reason,
-    )  # fmt: skip
+def runner_infos(rows: Iterable[Any], now: datetime, held: Mapping[int, int]) -> list[RunnerInfo]:
+    """A run's `runners` rows for `status`, live or not at `now`, with the unfinished jobs each holds (`held`, by
+    runner): live first, then in the rows' order."""
+    found = [
+        RunnerInfo(
+            id=r.id, host=r.host, pid=r.pid, started_at=as_utc(r.started_at) or r.started_at,
+            heartbeat_at=as_utc(r.heartbeat_at) or r.heartbeat_at, live=runner_is_live(r, now),
+            jobs_held=int(held.get(r.id, 0)), end_reason=r.end_reason,
+        )
+        for r in rows
+    ]  # fmt: skip
+    return sorted(found, key=lambda r: not r.live)
+
+
+def ledger_row(r: Any) -> LedgerRow:
+    """A `generations` row (attributes; its time a datetime or SQLite's text of one) as a LedgerRow."""
+    return LedgerRow(
+        generation_id=r.generation_id,
+        job_id=r.job_id,
+        model=r.model,
+        params=json.loads(r.request_json),
+        how=r.how,
+        remote_status=r.remote_status,
+        estimated_cost=r.estimated_cost,
+        cost=r.cost,
+        result_url=r.result_url,
+        seen_at=as_utc(stored_time(r.seen_at)) or r.seen_at,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +147,39 @@ class RunOverview:
     estimated_total: float
     money: Money
     unused: list[LedgerRow]  # paid (or running) generations no job uses, oldest first
+
+
+_RESERVING = frozenset(s.value for s in RESERVING)
+
+
+def overview_from(
+    groups: Iterable[tuple[str, str | None, int, float | None]],
+    *,
+    spent: float | None,
+    in_flight: float | None,
+    budget: float | None,
+    unused: list[LedgerRow],
+) -> RunOverview:
+    """A run's overview from its jobs grouped by (status, error class, jobs, sum of estimates), its ledger's spent
+    and in-flight money, its budget and its unused generations: the jobs the manifest no longer has (error class
+    `removed`) are left out of the counts and the estimate, and still reserve what they reserve."""
+    counts: dict[JobStatus, int] = {}
+    estimated = intents = 0.0
+    for status, error_class, n, estimate in groups:
+        if status in _RESERVING:
+            intents += float(estimate or 0.0)
+        if error_class != "removed":
+            counts[JobStatus(status)] = counts.get(JobStatus(status), 0) + n
+            estimated += float(estimate or 0.0)
+    money = Money(
+        spent=float(spent or 0.0),
+        reserved=float(in_flight or 0.0) + intents,
+        budget=budget,
+        unused=len(unused),
+        unused_cost=sum(float(u.cost if u.cost is not None else (u.estimated_cost or 0.0)) for u in unused),
+    )
+    ordered = {s: counts[s] for s in sorted(counts, key=lambda s: s.value)}  # as status_counts: by status name
+    return RunOverview(counts=ordered, estimated_total=estimated, money=money, unused=unused)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, bindparam, func, insert, or_, select, update
 
 from batchgen.core.jobs import JobStatus
-from batchgen.engine.holders import holder_is_gone, identity, lease_lost, refuse_if_held, runner_is_live
+from batchgen.engine.holders import holder_is_gone, identity, lease_lost, live_identity, refuse_if_held, runner_is_live
 from batchgen.engine.ledger import JOBS, RUNS
-from batchgen.engine.records import JobState, Lease, RunnerInfo, runner_info
+from batchgen.engine.records import JobState, Lease, RunnerInfo, runner_infos
 from batchgen.engine.sqlite import as_utc, utcnow
 from batchgen.engine.tables import RunnerTable
 from batchgen.engine.tallies import UNFINISHED
@@ -188,7 +188,7 @@ class RunnerSeats:
                 ).all()
             )
             rows = db.execute(select(RUNNERS).where(RUNNERS.c.run_id == run_id).order_by(RUNNERS.c.id.desc())).all()
-        return sorted((runner_info(r, now, held) for r in rows), key=lambda r: not r.live)
+        return runner_infos(rows, now, held)
 
     def _claiming(self, lease: Lease) -> AbstractContextManager[Connection]:
         # SKIP LOCKED needs no run lock on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises anyway
@@ -206,10 +206,9 @@ def _now(db: Connection, postgres: bool) -> datetime:
 def live_runner(db: Connection, run_id: int, postgres: bool) -> str | None:
     """The identity of a live runner of the run (None when none is)."""
     now = _now(db, postgres)
-    for row in db.execute(select(RUNNERS).where(RUNNERS.c.run_id == run_id, RUNNERS.c.ended_at.is_(None))).all():
-        if runner_is_live(row, now):
-            return str(row.identity)
-    return None
+    return live_identity(
+        db.execute(select(RUNNERS).where(RUNNERS.c.run_id == run_id, RUNNERS.c.ended_at.is_(None))), now
+    )
 
 
 def _live_runner(runner_id: Any, token: Any) -> tuple[ColumnElement[bool], ...]:

@@ -30,11 +30,11 @@ from batchgen.core.money import LedgerRow, Money
 from batchgen.core.remote import REMOTE_TERMINAL
 from batchgen.engine.holders import lease_is_over, refuse_if_held
 from batchgen.engine.job_stream import JobRowStream, job_row_stream
-from batchgen.engine.ledger import GENERATIONS, JOBS, RUNS, ledger_row, money_of, unused_query
+from batchgen.engine.ledger import GENERATIONS, JOBS, RUNS, money_of, unused_query
 from batchgen.engine.migrations import apply_migrations
 from batchgen.engine.overview import run_overview
 from batchgen.engine.postgres import lock_for_writing, postgres_engine, postgres_error, shown
-from batchgen.engine.records import JobState, Lease, NewJob, RunInfo, RunOverview, run_info
+from batchgen.engine.records import JobState, Lease, NewJob, RunInfo, RunOverview, ledger_row, run_info
 from batchgen.engine.runners import RunnerSeats, fence, fence_holding, live_runner
 from batchgen.engine.sqlite import as_utc, on_begin, on_connect, pragma, state_error, utcnow
 from batchgen.engine.tallies import tallied_overview

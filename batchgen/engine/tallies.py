@@ -23,30 +23,23 @@ it with the standard library's driver alone (engine/glance.py), and the store wi
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from batchgen.core.jobs import TERMINAL, JobStatus
-from batchgen.core.lifecycle import RESERVING
-from batchgen.core.money import LedgerRow, Money
-from batchgen.engine.records import RunOverview
-from batchgen.engine.utc import as_utc
+from batchgen.engine.records import RunOverview, ledger_row, overview_from
 
 __all__ = ["NANO", "TALLY_BACKFILL", "TALLY_DDL", "UNFINISHED", "held_by_runner", "tallied_overview"]
 
 UNFINISHED = tuple(s.value for s in JobStatus if s not in TERMINAL)  # held by a runner while in these
-_RESERVING = frozenset(s.value for s in RESERVING)
+NANO = 1e9  # nanodollars to a dollar
 
 
 def _nano(dollars: str) -> str:
     """Money in the tallies is whole nanodollars: integers add up and take away exactly, change after change,
     where floats would leave residues (-4e-16 reserved, once every job is done)."""
-    return f"CAST(ROUND(({dollars}) * 1000000000.0) AS INTEGER)"
+    return f"CAST(ROUND(({dollars}) * {NANO!r}) AS INTEGER)"
 
 
-NANO = 1e9  # nanodollars to a dollar
 # a ledger row's part of each sum, for a row named R (NEW or OLD): ledger_sums' `paid` and `flying`
 _PAID = _nano(
     "CASE WHEN R.remote_status = 'succeeded' OR R.cost IS NOT NULL THEN COALESCE(R.cost, R.estimated_cost, 0.0) "
@@ -131,6 +124,22 @@ TALLY_BACKFILL = (
     f"SELECT R.run_id, SUM({_PAID}), SUM({_FLYING}), SUM({_UNUSED}) FROM generations AS R GROUP BY R.run_id",
 )
 
+
+class _Generation(NamedTuple):
+    """The columns of `generations` that `_UNUSED_ROWS` reads, by name, for `records.ledger_row`."""
+
+    generation_id: str
+    job_id: int | None
+    model: str
+    request_json: str
+    how: str
+    remote_status: str
+    estimated_cost: float | None
+    cost: float | None
+    result_url: str | None
+    seen_at: str
+
+
 _UNUSED_ROWS = (
     "SELECT R.generation_id, R.job_id, R.model, R.request_json, R.how, R.remote_status, R.estimated_cost, R.cost, "
     f"R.result_url, R.seen_at FROM generations AS R WHERE R.run_id = ? AND ({_UNUSED}) = 1 ORDER BY R.seen_at"
@@ -140,33 +149,22 @@ _UNUSED_ROWS = (
 def tallied_overview(cursor: Any, run_id: int) -> RunOverview:
     """`overview.run_overview`'s figures from the tallies, through a DB-API cursor of a SQLite connection (in the
     caller's read transaction): a few rows at any size, and the unused generations only when there are some."""
-    counts: dict[JobStatus, int] = {}
-    estimated = intents = 0.0
-    for status, error_class, jobs, estimate in cursor.execute(
-        "SELECT status, error_class, SUM(jobs), SUM(estimated) / 1000000000.0 FROM job_tallies WHERE run_id = ? AND jobs != 0 "
-        "GROUP BY status, error_class",
+    groups = cursor.execute(
+        f"SELECT status, error_class, SUM(jobs), SUM(estimated) / {NANO!r} FROM job_tallies "
+        "WHERE run_id = ? AND jobs != 0 GROUP BY status, error_class",
         (run_id,),
-    ).fetchall():
-        if status in _RESERVING:
-            intents += estimate
-        if error_class != "removed":
-            counts[JobStatus(status)] = counts.get(JobStatus(status), 0) + jobs
-            estimated += estimate
+    ).fetchall()
     found = cursor.execute(
-        "SELECT spent / 1000000000.0, flying / 1000000000.0, unused FROM ledger_tallies WHERE run_id = ?", (run_id,)
+        f"SELECT spent / {NANO!r}, flying / {NANO!r}, unused FROM ledger_tallies WHERE run_id = ?", (run_id,)
     ).fetchone()
     spent, flying, unused_count = found if found is not None else (0.0, 0.0, 0)
     budget = cursor.execute("SELECT budget FROM runs WHERE id = ?", (run_id,)).fetchone()
-    unused = [_ledger_row(r) for r in cursor.execute(_UNUSED_ROWS, (run_id,)).fetchall()] if unused_count else []
-    money = Money(
-        spent=float(spent),
-        reserved=float(flying) + intents,
-        budget=budget[0] if budget else None,
-        unused=len(unused),
-        unused_cost=sum(float(u.cost if u.cost is not None else (u.estimated_cost or 0.0)) for u in unused),
+    unused = (
+        [ledger_row(_Generation(*r)) for r in cursor.execute(_UNUSED_ROWS, (run_id,)).fetchall()]
+        if unused_count
+        else []
     )
-    ordered = {s: counts[s] for s in sorted(counts, key=lambda s: s.value)}  # as status_counts: by status name
-    return RunOverview(counts=ordered, estimated_total=estimated, money=money, unused=unused)
+    return overview_from(groups, spent=spent, in_flight=flying, budget=budget[0] if budget else None, unused=unused)
 
 
 def held_by_runner(cursor: Any, run_id: int) -> dict[int, int]:
@@ -181,16 +179,3 @@ def held_by_runner(cursor: Any, run_id: int) -> dict[int, int]:
         ).fetchall()
         if n
     }
-
-
-def _ledger_row(r: sqlite3.Row | tuple[Any, ...]) -> LedgerRow:
-    gid, job_id, model, request_json, how, remote_status, estimated_cost, cost, result_url, seen_at = r
-    return LedgerRow(
-        generation_id=gid, job_id=job_id, model=model, params=json.loads(request_json), how=how,
-        remote_status=remote_status, estimated_cost=estimated_cost, cost=cost, result_url=result_url,
-        seen_at=as_utc(_moment(seen_at)) or seen_at,
-    )  # fmt: skip
-
-
-def _moment(value: Any) -> Any:
-    return datetime.fromisoformat(value) if isinstance(value, str) else value

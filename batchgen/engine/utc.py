@@ -4,8 +4,9 @@ that `status`'s light read of a SQLite file (engine/glance.py) judges leases wit
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-__all__ = ["as_utc", "utcnow"]
+__all__ = ["as_utc", "stored_time", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -15,3 +16,9 @@ def utcnow() -> datetime:
 
 def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def stored_time(value: Any) -> Any:
+    """A time as SQLite's driver hands it back, its text (`YYYY-MM-DD HH:MM:SS.ffffff`, naive UTC), parsed as
+    SQLAlchemy parses it; anything else (a datetime, None) as it is."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
