@@ -125,7 +125,7 @@ class JobTransitions:
                                 JOBS.c.status == JobStatus.PENDING.value,
                                 JOBS.c.estimated_cost.is_(None),
                             )
-                            .values(estimated_cost=job.estimated_cost)
+                            .values(estimated_cost=job.estimated_cost, updated_at=now)
                         )
         return added
 

@@ -1195,3 +1195,16 @@ def test_add_jobs_reads_a_generator_in_chunks_and_adds_only_new_keys(fresh: tupl
     assert store.add_jobs(lease, (NewJob(s, 1.0) for s in specs)) == total - ADD_CHUNK - 1
     assert store.add_jobs(lease, (NewJob(s, 1.0) for s in specs)) == 0
     assert sorted(j.key for j in store.load_jobs(lease.run_id, [S.PENDING])) == sorted(s.key for s in specs)
+
+
+def test_a_pending_job_priced_later_shows_a_new_updated_at(fresh: tuple[Store, Lease]) -> None:
+    """Every change to what export and the gallery show moves the job's updated_at, which the gallery watches for
+    changes: a job added while prices were unknown, then given this plan's estimate, is a change."""
+    store, lease = fresh
+    spec = JobSpec("m", {"prompt": "priced later", "seconds": "4"})
+    store.add_jobs(lease, [NewJob(spec, estimated_cost=None)])
+    _sql(store.path, "UPDATE jobs SET updated_at = ?", (LONG_AGO,))
+    store.add_jobs(lease, [NewJob(spec, estimated_cost=0.4)])
+    ((estimate, updated),) = _sql(store.path, "SELECT estimated_cost, updated_at FROM jobs")
+    assert estimate == 0.4
+    assert str(updated) > LONG_AGO
