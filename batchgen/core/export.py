@@ -309,15 +309,23 @@ class _Layout:
 def _middles(layout: _Layout, encode: Callable[[list[Any]], list[str]]) -> Callable[[str, Any, Any], list[str]]:
     """A job's prompt and axis cells, encoded; remembered for jobs with the same parameter and variable text."""
     held: dict[tuple[str, str], list[str]] = {}
+    hits, caching = 0, True
 
     def cells(key: str, params: Any, variables: Any) -> list[str]:
-        if type(params) is not str or type(variables) is not str:
+        nonlocal hits, caching
+        if not caching or type(params) is not str or type(variables) is not str:
             return encode(layout.middle(key, _decoded(params), _decoded(variables)))
         found = held.get((params, variables))
         if found is None:
             if len(held) >= _MIDDLES_HELD:
                 held.clear()
-            found = held[params, variables] = encode(layout.middle(key, _decoded(params), _decoded(variables)))
+                # jobs of their own (each with its own prompt): remembering them costs and never pays
+                caching, hits = hits >= _MIDDLES_HELD // 8, 0
+            found = encode(layout.middle(key, _decoded(params), _decoded(variables)))
+            if caching:
+                held[params, variables] = found
+        else:
+            hits += 1
         return found
 
     return cells

@@ -231,3 +231,31 @@ def test_streamed_csv_cells_are_the_documented_ones(make_row: MakeRow, value: ob
     for row in rows:
         writer.writerow([_reference_cell(v) for v in export_record(row, columns).values()])
     assert out.getvalue() == expected.getvalue()
+
+
+@pytest.mark.parametrize("writer", [write_csv, write_jsonl])
+def test_rows_past_the_cells_cache_are_their_own_whether_it_keeps_remembering_or_stops(writer: object) -> None:
+    """The writers remember a job's prompt and axis cells by its parameter and variable texts, and stop once jobs
+    prove to be each their own: every row is still the one it is written alone, in a run that begins with jobs of
+    their own and then shares a few texts, and in one that shares from the start."""
+    from batchgen.core.export import ExportRecords, export_columns_of
+
+    def record(i: int, prompt: str, size: str, subject: str) -> tuple[object, ...]:
+        params = json.dumps({"prompt": prompt, "size": size})
+        return (f"k{i}", "r", "m", params, json.dumps({"subject": subject}), 0, "succeeded", f"g{i}", None, None,
+                None, None, 0.25, 0.25, None, None, 1, None, None, None, None)  # fmt: skip
+
+    own = [record(i, f"p{i}", "s", f"p{i}") for i in range(export._MIDDLES_HELD + 500)]
+    shared = [record(len(own) + i, f"q{i % 3}", f"s{i % 2}", f"v{i % 5}") for i in range(3_000)]
+    columns = export_columns_of([("subject", "size")])
+    write = writer  # type: ignore[assignment]
+    for records in (own + shared, shared + own):
+        out = io.StringIO(newline="")
+        assert write(ExportRecords(records), out, columns) == len(records)  # type: ignore[operator]
+        alone = []
+        for r in records:
+            one = io.StringIO(newline="")
+            write(ExportRecords([r]), one, columns)  # type: ignore[operator]
+            alone.append(one.getvalue().split("\r\n", 1)[1] if writer is write_csv else one.getvalue())
+        head = out.getvalue().split("\r\n", 1)[0] + "\r\n" if writer is write_csv else ""
+        assert out.getvalue() == head + "".join(alone)
