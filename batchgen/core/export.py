@@ -307,7 +307,8 @@ class _Layout:
 
 
 def _middles(layout: _Layout, encode: Callable[[list[Any]], list[str]]) -> Callable[[str, Any, Any], list[str]]:
-    """A job's prompt and axis cells, encoded; remembered for jobs with the same parameter and variable text."""
+    """A job's prompt and axis cells, encoded; remembered for jobs with the same parameter and variable text, until
+    the cache has filled with jobs each of their own (fewer than one in eight a repeat), and from then not at all."""
     held: dict[tuple[str, str], list[str]] = {}
     hits, caching = 0, True
 

@@ -3,13 +3,23 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 
 from batchgen.core import export
-from batchgen.core.export import export_columns, export_record, neutralise, write_csv, write_jsonl
+from batchgen.core.export import (
+    ExportRecords,
+    export_columns,
+    export_columns_of,
+    export_record,
+    neutralise,
+    write_csv,
+    write_jsonl,
+)
 from batchgen.core.jobs import JobRow, JobStatus
 
 from .rows import T0, MakeRow
@@ -233,12 +243,13 @@ def test_streamed_csv_cells_are_the_documented_ones(make_row: MakeRow, value: ob
     assert out.getvalue() == expected.getvalue()
 
 
-@pytest.mark.parametrize("writer", [write_csv, write_jsonl])
-def test_rows_past_the_cells_cache_are_their_own_whether_it_keeps_remembering_or_stops(writer: object) -> None:
+@pytest.mark.parametrize("write", [write_csv, write_jsonl])
+def test_rows_past_the_cells_cache_are_their_own_whether_it_keeps_remembering_or_stops(
+    write: Callable[[ExportRecords, TextIO, Sequence[str]], int],
+) -> None:
     """The writers remember a job's prompt and axis cells by its parameter and variable texts, and stop once jobs
     prove to be each their own: every row is still the one it is written alone, in a run that begins with jobs of
     their own and then shares a few texts, and in one that shares from the start."""
-    from batchgen.core.export import ExportRecords, export_columns_of
 
     def record(i: int, prompt: str, size: str, subject: str) -> tuple[object, ...]:
         params = json.dumps({"prompt": prompt, "size": size})
@@ -248,14 +259,13 @@ def test_rows_past_the_cells_cache_are_their_own_whether_it_keeps_remembering_or
     own = [record(i, f"p{i}", "s", f"p{i}") for i in range(export._MIDDLES_HELD + 500)]
     shared = [record(len(own) + i, f"q{i % 3}", f"s{i % 2}", f"v{i % 5}") for i in range(3_000)]
     columns = export_columns_of([("subject", "size")])
-    write = writer  # type: ignore[assignment]
     for records in (own + shared, shared + own):
         out = io.StringIO(newline="")
-        assert write(ExportRecords(records), out, columns) == len(records)  # type: ignore[operator]
+        assert write(ExportRecords(records), out, columns) == len(records)
         alone = []
         for r in records:
             one = io.StringIO(newline="")
-            write(ExportRecords([r]), one, columns)  # type: ignore[operator]
-            alone.append(one.getvalue().split("\r\n", 1)[1] if writer is write_csv else one.getvalue())
-        head = out.getvalue().split("\r\n", 1)[0] + "\r\n" if writer is write_csv else ""
+            write(ExportRecords([r]), one, columns)
+            alone.append(one.getvalue().split("\r\n", 1)[1] if write is write_csv else one.getvalue())
+        head = out.getvalue().split("\r\n", 1)[0] + "\r\n" if write is write_csv else ""
         assert out.getvalue() == head + "".join(alone)
