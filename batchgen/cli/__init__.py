@@ -6,6 +6,7 @@
     progress_view.py  how progress looks: a live bar on a terminal, a plain line every 10 s elsewhere
     status.py       status: a run at a glance
     inspection.py   runs, cancel, unused, export, report
+    export_part.py  the helper process of a split export (not a command: `export` starts it)
     serve.py        serve: the live gallery
     plan.py         plan
     emulator.py     emulator

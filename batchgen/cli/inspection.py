@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TextIO
@@ -21,7 +22,7 @@ from batchgen.cli.options import (
 )
 from batchgen.core.export import write_csv, write_jsonl
 from batchgen.core.jobs import JobStatus
-from batchgen.engine.job_stream import write_export
+from batchgen.engine.exports import SplitExport, write_export
 from batchgen.engine.outputs import write_atomically
 from batchgen.engine.report_pages import job_media_file, write_report
 
@@ -133,11 +134,14 @@ def export_command(
 
             done = commit_run(store, info, oxen_repo)
         if done is None or output is not None:  # with --oxen-repo alone the dataset was the export asked for
+            # a large run's second half is written by a helper process, on the second core
+            part_dir = None if to_stdout else Path(str(output)).absolute().parent
+            split = SplitExport([sys.executable, "-m", "batchgen.cli.export_part"], part_dir=part_dir)
             with store.job_row_stream(info.id) as jobs:  # the rows stream, none held
 
                 def write(out: TextIO) -> None:
                     nonlocal written
-                    written = write_export(jobs, writer, out, rewindable=not to_stdout)
+                    written = write_export(jobs, writer, out, rewindable=not to_stdout, split=split)
 
                 if to_stdout:
                     write_stdout(write)

@@ -384,8 +384,11 @@ def _csv_cells(values: list[Any]) -> list[str]:
     ]
 
 
-def write_csv(rows: Iterable[JobRow] | ExportRecords, out: TextIO, columns: Sequence[str] | None = None) -> int:
+def write_csv(
+    rows: Iterable[JobRow] | ExportRecords, out: TextIO, columns: Sequence[str] | None = None, *, header: bool = True
+) -> int:
     """Write a header and one CSV row per job to `out` (open it with newline=""); return the number of rows.
+    Without `header`, the rows alone: the rest of a file another call began with the same columns.
 
     With `columns` (from `export_columns_of`), rows are written as they come, none held (MissingColumnError for a
     row with an axis they lack); without, they are all read first to find the columns. Text cells a spreadsheet
@@ -395,7 +398,8 @@ def write_csv(rows: Iterable[JobRow] | ExportRecords, out: TextIO, columns: Sequ
     middle = _middles(_Layout(columns), _csv_cells)
     lines = _Lines()
     writer = csv.writer(lines)
-    writer.writerow([neutralise(c) for c in columns])
+    if header:
+        writer.writerow([neutralise(c) for c in columns])
     separators, head = len(columns) - 1, len(HEAD_COLUMNS) - 1
     count = 0
     safe, cell = _SAFE_STARTS, _csv_cell
@@ -458,9 +462,12 @@ def _json_text(value: Any, encode: Callable[[Any], str]) -> str:
     return encode(value)
 
 
-def write_jsonl(rows: Iterable[JobRow] | ExportRecords, out: TextIO, columns: Sequence[str] | None = None) -> int:
+def write_jsonl(
+    rows: Iterable[JobRow] | ExportRecords, out: TextIO, columns: Sequence[str] | None = None, *, header: bool = True
+) -> int:
     """Write one JSON object per line (keys in column order, exact values, nothing neutralised); return the count.
-    With `columns`, rows are written as they come, as `write_csv` does."""
+    With `columns`, rows are written as they come, as `write_csv` does. JSONL has no header: `header` is taken, so
+    that the two writers are called alike, and changes nothing."""
     records, columns = _columns(rows, columns)
     encode = json.JSONEncoder(ensure_ascii=False, default=str).encode  # what json.dumps makes per call
     # the object with its keys written once: each line is this template filled with the values' JSON texts

@@ -10,18 +10,18 @@ the export's second pass reads plain records (`records`, for `ExportRecords`), n
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator, Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any
 
-from sqlalchemy import Connection, Engine, String, func, literal, select, type_coerce
+from sqlalchemy import Connection, Engine, Integer, String, cast, func, literal, select, type_coerce
 
-from batchgen.core.export import ExportRecords, MissingColumnError, export_columns_of, row_axis_names
+from batchgen.core.export import row_axis_names
 from batchgen.core.jobs import JobRow, JobStatus
 from batchgen.engine.ledger import JOBS
 
-__all__ = ["PAGE", "JobRowStream", "job_row_stream", "write_export"]
+__all__ = ["PAGE", "JobRowStream", "job_row_stream"]
 
 PAGE = 5_000
 _REMEMBERED = 4_096  # parsed JSON kept for jobs that share it; a bound, so memory stays flat at any size
@@ -62,15 +62,31 @@ class JobRowStream:
         self._db, self._run_id, self.run = db, run_id, run
         self._sqlite = db.dialect.name == "sqlite"
 
-    def _pages(self, *columns: Any, limit: int | None = None) -> Iterator[Sequence[Any]]:
-        """The run's jobs' `columns`, in job order, `PAGE` rows at a time. On SQLite through the driver's own cursor
-        in this transaction: plain tuples, without a Result's per-row work (a second of a million-row pass)."""
-        query = select(*columns).where(JOBS.c.run_id == self._run_id).order_by(JOBS.c.id).limit(limit)
+    def _query(
+        self, *columns: Any, limit: int | None = None, since: int | None = None, before: int | None = None
+    ) -> Any:
+        """The run's jobs' `columns` in job order: the first `limit`, or those with ids from `since` and below
+        `before` (a half of the run, for a split export)."""
+        query = select(*columns).where(JOBS.c.run_id == self._run_id)
+        if since is not None:
+            query = query.where(JOBS.c.id >= since)
+        if before is not None:
+            query = query.where(JOBS.c.id < before)
+        return query.order_by(JOBS.c.id).limit(limit)
+
+    def _statement(self, query: Any) -> tuple[str, list[Any]]:
+        """A query as SQLite's driver takes it: the SQL text and its parameters in order."""
+        compiled = query.compile(dialect=self._db.dialect)
+        return str(compiled), [compiled.params[name] for name in compiled.positiontup or ()]
+
+    def _pages(self, *columns: Any, **bounds: Any) -> Iterator[Sequence[Any]]:
+        """The run's jobs' `columns` (`_query`), `PAGE` rows at a time. On SQLite through the driver's own cursor in
+        this transaction: plain tuples, without a Result's per-row work (a second of a million-row pass)."""
+        query = self._query(*columns, **bounds)
         if self._sqlite:
-            compiled = query.compile(dialect=self._db.dialect)
             cursor = self._db.connection.driver_connection.cursor()  # type: ignore[union-attr]
             try:
-                cursor.execute(str(compiled), [compiled.params[name] for name in compiled.positiontup or ()])
+                cursor.execute(*self._statement(query))
                 while page := cursor.fetchmany(PAGE):
                     yield from page
             finally:
@@ -102,15 +118,59 @@ class JobRowStream:
                 names = seen[variables, params] = tuple(row_axis_names(json.loads(variables), json.loads(params)))
             yield names
 
-    def records(self) -> Generator[Sequence[Any], None, None]:
-        """Every job as a plain row in `RECORD_FIELDS` order, for `ExportRecords`: what `rows` reads, with no JobRow
-        made (a million of them took a third of an export); times as the text SQLite holds, or datetimes."""
+    def _record_columns(self) -> tuple[Any, ...]:
         c = JOBS.c
-        yield from self._pages(
+        return (
             c.key, literal(self.run, String), c.model, c.params_json, c.variables_json, c.repeat, c.status,
             c.generation_id, c.result_url, c.output_path, c.sha256, c.bytes, c.estimated_cost, c.cost, c.error,
             c.error_class, c.attempts, *(type_coerce(c[t], String) for t in _TIMES[1:]), c.downloaded_by,
         )  # fmt: skip
+
+    def records(self, *, since: int | None = None, before: int | None = None) -> Generator[Sequence[Any], None, None]:
+        """Every job (or those with ids from `since` and below `before`) as a plain row in `RECORD_FIELDS` order,
+        for `ExportRecords`: what `rows` reads, with no JobRow made (a million of them took a third of an export);
+        times as the text SQLite holds, or datetimes."""
+        yield from self._pages(*self._record_columns(), since=since, before=before)
+
+    # ---- for an export in two processes (engine/exports.py): SQLite files only -------------------------------------
+
+    def database_file(self) -> str | None:
+        """The SQLite file this snapshot reads, which another process can read too; None on PostgreSQL or for a
+        database in memory."""
+        database = self._db.engine.url.database if self._sqlite else None
+        return None if not database or database == ":memory:" or database.startswith("file:") else database
+
+    def middle(self) -> tuple[int, int]:
+        """The number of the run's jobs, and the id that splits them into halves (jobs below it, jobs from it)."""
+        c = JOBS.c
+        count = int(self._db.execute(select(func.count()).where(c.run_id == self._run_id)).scalar_one())
+        query = select(c.id).where(c.run_id == self._run_id).order_by(c.id).offset(count // 2).limit(1)
+        found = self._db.execute(query).scalar()
+        return count, int(found) if found is not None else 0
+
+    def records_statement(self, since: int) -> tuple[str, list[Any]]:
+        """`records(since=...)` as SQL text and parameters, for another process to run on its own connection."""
+        return self._statement(self._query(*self._record_columns(), since=since))
+
+    def fingerprint_statement(self, since: int) -> tuple[str, list[Any]]:
+        """SQL that tells two snapshots of the jobs from `since` apart: their count, their last change, and the sum
+        of their changes' microseconds (every change to a job moves its updated_at: a change made with a clock set
+        back moves the sum, not the last)."""
+        c = JOBS.c
+        changed = type_coerce(c.updated_at, String)
+        query = select(
+            func.count(), func.max(changed), func.total(cast(func.substr(changed, 21), Integer)), func.total(c.id)
+        ).where(c.run_id == self._run_id, c.id >= since)
+        return self._statement(query)
+
+    def fingerprint(self, since: int) -> list[Any]:
+        """`fingerprint_statement`'s answer in this snapshot."""
+        cursor = self._db.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(*self.fingerprint_statement(since))
+            return list(cursor.fetchone())
+        finally:
+            cursor.close()
 
     def rows(self) -> Generator[JobRow, None, None]:
         """Every job as an export row, one page in memory at a time."""
@@ -158,25 +218,3 @@ def job_row_stream(engine: Engine, run_id: int, run: str) -> Iterator[JobRowStre
             db = db.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
         with db.begin():
             yield JobRowStream(db, run_id, run)
-
-
-Writer = Callable[[ExportRecords, TextIO, Sequence[str]], int]
-
-
-def write_export(jobs: JobRowStream, writer: Writer, out: TextIO, *, rewindable: bool, guess_from: int = PAGE) -> int:
-    """Write every job through `writer` (write_csv or write_jsonl) to `out`; return the count.
-
-    The columns need every job's axes before the first row. Into a file that can be rewound, they are guessed from
-    the first `guess_from` jobs and checked on every row as it is written; a job with an axis the guess lacks
-    starts the file over, from a full first pass. Most runs have the same axes throughout, so most exports read
-    the jobs once; stdout, which cannot be rewound, always gets the full first pass."""
-    if rewindable:
-        guess = export_columns_of(dict.fromkeys(jobs.axis_names(limit=guess_from)))
-        try:
-            with closing(jobs.records()) as records:
-                return writer(ExportRecords(records), out, guess)
-        except MissingColumnError:
-            out.seek(0)
-            out.truncate()
-    # jobs share their names: each distinct tuple once (the pass yields one per job)
-    return writer(ExportRecords(jobs.records()), out, export_columns_of(dict.fromkeys(jobs.axis_names())))

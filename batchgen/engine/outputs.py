@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from batchgen.core.export import write_csv
-from batchgen.engine.job_stream import write_export
+from batchgen.engine.exports import write_export
 from batchgen.engine.store import RunInfo, Store
 from batchgen.errors import OutputError
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import insert, inspect
 
 from batchgen.core.export import MissingColumnError, export_columns, export_columns_of, write_csv, write_jsonl
-from batchgen.engine.job_stream import write_export
+from batchgen.engine.exports import write_export
 from batchgen.engine.store import GENERATIONS, JOBS, Store
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
