@@ -81,6 +81,7 @@ class Ledger:
         self._lock = threading.Lock()
         self._requests: list[RequestRecord] = []
         self._enqueues: list[EnqueueRecord] = []
+        self._bodies_seen: Counter[str] = Counter()
         self._created: list[str] = []
         self._polls: Counter[str] = Counter()
         self._list_calls: list[str] = []
@@ -105,7 +106,8 @@ class Ledger:
         identical bodies arrive concurrently.
         """
         with self._lock:
-            attempt = sum(1 for e in self._enqueues if e.canonical_body == canonical_body)
+            attempt = self._bodies_seen[canonical_body]  # counted as they come: a scan of every enqueue was O(N)
+            self._bodies_seen[canonical_body] = attempt + 1
             record = EnqueueRecord(time.time(), body, canonical_body, attempt)
             self._enqueues.append(record)
             return record

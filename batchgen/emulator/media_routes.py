@@ -167,7 +167,7 @@ async def _generate(request: Request, media_type: str) -> Response:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         return _message("You must specify a model to call")
-    if svc.catalog.get(model) is None:
+    if not svc.catalog.knows(model):
         return replies.model_not_found(model)
     if svc.catalog.media_type(model) != media_type:
         return replies.invalid_params(":unsupported_media_type")

@@ -97,7 +97,7 @@ def _enqueue_reply(
     model = body.get("model")
     if not isinstance(model, str) or not model:
         return replies.invalid_params("model is required"), []
-    if svc.catalog.get(model) is None:
+    if not svc.catalog.knows(model):
         return replies.model_not_found(model), []
     media_type = svc.catalog.media_type(model)
     if media_type is None:
