@@ -92,7 +92,7 @@ async def _execute(
             outcome = await Runner(store, client, run, lease, out_dir, options, on_progress).execute()
     finally:
         store.release_run(lease)  # synchronous: a Ctrl-C cannot cut it half-way
-    csv_path = write_results_csv(store, run, out_dir)
+    csv_path = write_results_csv(store, run, out_dir, options.results_split)
     oxen_repo = run.settings.get("oxen_repo")
     oxen_commit = commit_run(store, run, Path(oxen_repo)) if oxen_repo else None
     return RunSummary(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TextIO
@@ -19,10 +18,11 @@ from batchgen.cli.options import (
     RunArgument,
     existing_store,
     settings,
+    split_export,
 )
 from batchgen.core.export import write_csv, write_jsonl
 from batchgen.core.jobs import JobStatus
-from batchgen.engine.exports import SplitExport, write_export
+from batchgen.engine.exports import write_export
 from batchgen.engine.outputs import write_atomically
 from batchgen.engine.report_pages import job_media_file, write_report
 
@@ -136,7 +136,7 @@ def export_command(
         if done is None or output is not None:  # with --oxen-repo alone the dataset was the export asked for
             # a large run's second half is written by a helper process, on the second core
             part_dir = None if to_stdout else Path(str(output)).absolute().parent
-            split = SplitExport([sys.executable, "-m", "batchgen.cli.export_part"], part_dir=part_dir)
+            split = split_export(part_dir)
             with store.job_row_stream(info.id) as jobs:  # the rows stream, none held
 
                 def write(out: TextIO) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -17,6 +18,7 @@ from batchgen.engine.records import RunInfo
 from batchgen.settings import Settings, resolve_settings
 
 if TYPE_CHECKING:
+    from batchgen.engine.exports import SplitExport
     from batchgen.engine.store import Store
 
 DbOption = Annotated[
@@ -57,3 +59,11 @@ def existing_store(db: str | Path | None) -> Iterator[Store]:
         yield store
     finally:
         store.close()
+
+
+def split_export(part_dir: Path | None = None) -> SplitExport:
+    """How `export` and a run's results.csv may write a large run's second half in a helper process: this Python
+    running cli/export_part.py, the part file in `part_dir` (None: the temp dir; results.csv: its own directory)."""
+    from batchgen.engine.exports import SplitExport  # here: `status` imports this module, and no SQLAlchemy
+
+    return SplitExport([sys.executable, "-m", "batchgen.cli.export_part"], part_dir=part_dir)

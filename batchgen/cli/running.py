@@ -13,7 +13,7 @@ import typer
 from batchgen import errors
 from batchgen.api import RunSummary, resume_async, run_async
 from batchgen.cli.app import ExitCode, app, stderr, stdout, styled
-from batchgen.cli.options import BaseUrlOption, DbOption, RunArgument, SubmitRateOption, existing_store
+from batchgen.cli.options import BaseUrlOption, DbOption, RunArgument, SubmitRateOption, existing_store, split_export
 from batchgen.cli.progress_view import ProgressView
 from batchgen.core.jobs import JobStatus
 from batchgen.core.progress import Progress
@@ -60,7 +60,7 @@ def run(
         lambda view: run_async(
             manifest, db=db, base_url=base_url, emulate=emulate, time_scale=time_scale, concurrency=concurrency,
             out=out, max_cost=max_cost, retry_failed=retry_failed, download=not no_download, poll_only=poll_only,
-            on_progress=view, submit_rate=submit_rate,
+            on_progress=view, submit_rate=submit_rate, results_split=split_export(),
         )
     )  # fmt: skip
     _finish(summary, db, None if summary else _run_name_of(manifest))
@@ -83,6 +83,7 @@ def resume(
         lambda view: resume_async(
             run_name, db=db, base_url=base_url, concurrency=concurrency, retry_failed=retry_failed,
             resubmit_unknown=resubmit_unknown, on_progress=view, submit_rate=submit_rate,
+            results_split=split_export(),
         )
     )  # fmt: skip
     _finish(summary, db, run_name)
@@ -162,7 +163,7 @@ def _interrupted(db: str | None, run_name: str | None) -> NoReturn:
     """After Ctrl-C: write the results so far, and say how to continue."""
     with existing_store(db) as store:
         info = store.get_run(run_name)
-        csv_path = write_results_csv(store, info, Path(info.out_dir))
+        csv_path = write_results_csv(store, info, Path(info.out_dir), split_export())
     stdout.print(str(csv_path))
     again = (
         f"batchgen run {info.manifest_path} --emulate"

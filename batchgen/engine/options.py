@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from batchgen.core.jobs import JobStatus
+from batchgen.engine.exports import SplitExport
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,8 @@ class RunOptions:
     claim_page: int = 1000  # SQLite: jobs a runner claims (and holds in memory) at a time, at least 4x concurrency
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
+    # how results.csv may be written by two processes at the end of a large run (`batchgen run` gives its helper)
+    results_split: SplitExport | None = None
 
 
 @dataclass(slots=True)

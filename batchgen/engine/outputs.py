@@ -6,11 +6,12 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 from batchgen.core.export import write_csv
-from batchgen.engine.exports import write_export
+from batchgen.engine.exports import SplitExport, write_export
 from batchgen.engine.store import RunInfo, Store
 from batchgen.errors import OutputError
 
@@ -39,10 +40,13 @@ def write_atomically(path: Path, write: Callable[[TextIO], object]) -> None:
         raise
 
 
-def write_results_csv(store: Store, run: RunInfo, out_dir: Path) -> Path:
+def write_results_csv(store: Store, run: RunInfo, out_dir: Path, split: SplitExport | None = None) -> Path:
     """Write the run's `results.csv` (one row per job) into `out_dir` atomically and return its path. The rows
-    stream from the database, none held: at the end of (or on Ctrl-C in) a million-job run too."""
+    stream from the database, none held: at the end of (or on Ctrl-C in) a million-job run too; a large run's
+    second half by a helper process where `split` gives one (engine/exports.py)."""
     path = out_dir / "results.csv"
+    if split is not None and split.part_dir is None:
+        split = replace(split, part_dir=out_dir)  # the part beside the file, on its disk
     with store.job_row_stream(run.id) as jobs:
-        write_atomically(path, lambda out: write_export(jobs, write_csv, out, rewindable=True))
+        write_atomically(path, lambda out: write_export(jobs, write_csv, out, rewindable=True, split=split))
     return path

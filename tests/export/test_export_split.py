@@ -16,8 +16,10 @@ import pytest
 from sqlalchemy import insert
 
 from batchgen.core.export import write_csv, write_jsonl
+from batchgen.emulator import EmulatorConfig, running_emulator
 from batchgen.engine.exports import SplitExport, Writer, write_export
 from batchgen.engine.store import JOBS, Store
+from tests.kit import run_against, write_manifest
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 HELPER = [sys.executable, "-m", "batchgen.cli.export_part"]
@@ -222,3 +224,22 @@ def test_batchgen_export_of_a_large_run_writes_what_one_process_writes(sqlite_st
         "oxen-config",
         "state",
     ]  # no part left
+
+
+@pytest.mark.timeout(60)
+async def test_a_runs_results_csv_is_split_where_its_options_say_and_reads_as_the_export(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, 12)
+    split = SplitExport(HELPER, from_jobs=4)  # no part_dir: results.csv puts its part beside itself
+    with running_emulator(EmulatorConfig(seed=2, duration_s=0.02)) as emu:
+        summary = await run_against(emu, manifest, tmp_path, options={"results_split": split})
+    assert summary.exit_code == 0
+    assert split.outcomes == ["written by a helper process"]
+    store = Store.open(tmp_path / "state" / "batchgen.db", create=False)
+    try:
+        one = _export(store, store.get_run(summary.run).id, write_csv, None)
+    finally:
+        store.close()
+    results = tmp_path / "out" / "results.csv"
+    assert results.read_bytes().decode("utf-8") == one
+    assert one.count("\r\n") == 13
+    assert [p.name for p in results.parent.iterdir() if p.name.endswith(".part")] == []
