@@ -21,9 +21,11 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from enum import IntEnum
 from typing import Annotated, Any, NoReturn, TextIO
 
@@ -143,6 +145,21 @@ def write_stdout(write: Callable[[TextIO], object]) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush stays quiet
     finally:
         out.detach()
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM as Ctrl-C for the block: its clean-up runs (a temp file removed, a helper process stopped) and the
+    exit is INTERRUPTED, where Python's default would end the process on the spot and leave them behind."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def exit_code_for(error: errors.BatchgenError) -> int:

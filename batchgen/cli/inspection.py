@@ -9,7 +9,7 @@ from typing import Annotated, TextIO
 import typer
 from rich.table import Table
 
-from batchgen.cli.app import ExitCode, app, stderr, stdout, styled, write_stdout
+from batchgen.cli.app import ExitCode, app, stderr, stdout, styled, terminate_as_interrupt, write_stdout
 from batchgen.cli.options import (
     BaseUrlOption,
     ColsAxisOption,
@@ -123,7 +123,7 @@ def export_command(
         fmt = ExportFormat.JSONL if jsonl else ExportFormat.CSV
     writer = write_jsonl if fmt is ExportFormat.JSONL else write_csv
     written = 0
-    with existing_store(db) as store:
+    with terminate_as_interrupt(), existing_store(db) as store:  # stopped, it leaves no part of a file behind
         info = store.get_run(run)
         name = info.name
         overview = store.overview(info.id)  # money and the unused in one read over indexes: any size

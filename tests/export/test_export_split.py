@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -243,3 +245,37 @@ async def test_a_runs_results_csv_is_split_where_its_options_say_and_reads_as_th
     assert results.read_bytes().decode("utf-8") == one
     assert one.count("\r\n") == 13
     assert [p.name for p in results.parent.iterdir() if p.name.endswith(".part")] == []
+
+
+def _export_stopped(command: list[str], out: Path, how: signal.Signals) -> tuple[int, bytes]:
+    """`batchgen export` into OUT/big.csv, sent `how` once the helper's part file is there."""
+    with subprocess.Popen([*command, "-o", str(out / "big.csv")], stderr=subprocess.PIPE) as export:
+        for _ in range(6_000):  # until the helper's part file is there (at most 60 s)
+            if any(p.suffix == ".part" for p in out.iterdir()) or export.poll() is not None:
+                break
+            time.sleep(0.01)
+        assert export.poll() is None, "the export finished before it could be stopped"
+        export.send_signal(how)
+        _, errors = export.communicate(timeout=60)
+    return export.returncode, errors
+
+
+@pytest.mark.timeout(120)
+def test_batchgen_export_stopped_leaves_neither_its_file_nor_the_part_behind(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    _fill(sqlite_store, count=200_000)  # seconds of export: the signal lands while both halves are written
+    command = [sys.executable, "-m", "batchgen.cli", "export", "big", "--db", str(sqlite_store.engine.url.database)]
+    out = tmp_path / "exports"
+    out.mkdir()
+    code, errors = _export_stopped(command, out, signal.SIGTERM)
+    assert code == 130, errors
+    assert list(out.iterdir()) == []  # no big.csv, no temp file, no part
+    # killed outright, the export cannot clean up: its helper, left on its own, removes its part when it is done
+    code, errors = _export_stopped(command, out, signal.SIGKILL)
+    assert code == -signal.SIGKILL, errors
+    for _ in range(6_000):  # until the helper is done (at most 60 s)
+        if not any(p.suffix == ".part" for p in out.iterdir()):
+            break
+        time.sleep(0.01)
+    assert [p.suffix for p in out.iterdir()] == [".tmp"]  # the export's own temp file stays, as after any kill -9
